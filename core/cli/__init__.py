@@ -1,0 +1,1 @@
+"""The `medpipes` command line: typer apps, errors turned into one line at this edge."""

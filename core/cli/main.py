@@ -1,0 +1,63 @@
+"""`medpipes` umbrella command: sub-commands register here; MedpipesError becomes one red line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from medpipes.core.errors import MedpipesError
+
+app = typer.Typer(
+    name="medpipes",
+    help="Deep-learning pipelines for medical imaging.\n\nExample: medpipes dicom ls /data/study",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from medpipes.core.cli import convert as convert_cli
+
+    app.command("convert", help=convert_cli.convert.__doc__)(convert_cli.convert)
+    app.add_typer(convert_cli.dicom_app, name="dicom")
+
+
+def error_line(message: str) -> None:
+    """Print one red line on stderr (plain text when not a terminal)."""
+    text = f"error: {message}"
+    if sys.stderr.isatty():
+        text = f"\x1b[31m{text}\x1b[0m"
+    print(text, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; expected failures exit 2 (bad input) or 1 (processing failed) with one line."""
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except MedpipesError as exc:
+        error_line(" ".join(str(exc).split("\n")))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        return 130
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            error_line("aborted")
+            return 1
+        raise
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

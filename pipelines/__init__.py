@@ -1,0 +1,1 @@
+"""Pipelines built on medpipes.core: one self-contained sub-package each."""

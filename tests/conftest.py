@@ -1,0 +1,30 @@
+"""Shared fixtures: the one place tests find the real data set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from medpipes.core.testdata import ENV_VAR, find_test_data, test_data_root
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Callable[..., Path]:
+    """``shared_data("dicom", "dcm_qa_ts")``: the path, skipped when absent (failed under CI=true)."""
+
+    def locate(*parts: str) -> Path:
+        path = find_test_data(*parts)
+        if path is None:
+            reason = (
+                f"real test data {'/'.join(parts)} not found under {test_data_root()}; "
+                f"set {ENV_VAR} to the shared data folder"
+            )
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(reason + " (CI=true: missing data is a failure)")
+            pytest.skip(reason)
+        return path
+
+    return locate
