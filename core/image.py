@@ -187,7 +187,7 @@ class Image:
             out.SetOrigin(lps[:3, 3].tolist())
             out.SetDirection(direction.flatten().tolist())
             return out
-        out = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(3, 2, 1, 0)))
+        out = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(3, 2, 1, 0)), isVector=False)
         d4 = np.eye(4)
         d4[:3, :3] = direction
         out.SetSpacing(spacing.tolist() + [1.0])

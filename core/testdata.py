@@ -9,11 +9,14 @@ ENV_VAR = "MEDPIPES_TEST_DATA"
 
 
 def test_data_root() -> Path:
-    """``$MEDPIPES_TEST_DATA``, else ``../shared/data`` beside the repository checkout."""
+    """``$MEDPIPES_TEST_DATA``, else ``../shared/data`` beside the checkout (or the working folder)."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser().resolve()
-    return (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+    beside_checkout = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+    if beside_checkout.exists():
+        return beside_checkout
+    return (Path.cwd() / ".." / "shared" / "data").resolve()
 
 
 def find_test_data(*parts: str) -> Path | None:
