@@ -28,3 +28,14 @@ def shared_data() -> Callable[..., Path]:
         return path
 
     return locate
+
+
+@pytest.fixture(scope="session")
+def dicom_cases():
+    """The module tests/dicom_cases.py: generators of edge-case DICOM folders made from real series."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("medpipes_tests_dicom_cases", Path(__file__).parent / "dicom_cases.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

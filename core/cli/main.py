@@ -17,11 +17,36 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"medpipes {version('medpipes')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Deep-learning pipelines for medical imaging. Example: medpipes dicom ls /data/study"""
+
+
+_registered = False
+
+
 def _register() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from medpipes.core.cli import convert as convert_cli
 
     app.command("convert", help=convert_cli.convert.__doc__)(convert_cli.convert)
     app.add_typer(convert_cli.dicom_app, name="dicom")
+    from medpipes.core.cli.models import models_app
+
+    app.add_typer(models_app, name="models")
 
 
 def error_line(message: str) -> None:

@@ -1,0 +1,85 @@
+"""Where DICOM bytes come from: files in a folder (recursively), members of a zip, one file; gzip too.
+
+Nothing is ever extracted next to the input: zip members and ``.gz`` files are read into memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from medpipes.core.errors import DicomError
+
+
+class _ZipArchive:
+    """One open zip file shared by its members (reads are serialised: ZipFile is not thread-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._zip: zipfile.ZipFile | None = None
+        self._lock = threading.Lock()
+
+    def read(self, member: str) -> bytes:
+        with self._lock:
+            if self._zip is None:
+                self._zip = zipfile.ZipFile(self.path)
+            return self._zip.read(member)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One candidate file: a path on disk, or a member of a zip; ``gz`` when gzip-compressed."""
+
+    path: Path  # what messages show: the file, or "<zip>/<member>"
+    member: str | None = None
+    archive: _ZipArchive | None = None
+    gz: bool = False
+
+    def read_bytes(self) -> bytes:
+        """The (decompressed) bytes of this file."""
+        if self.archive is not None and self.member is not None:
+            data = self.archive.read(self.member)
+        else:
+            data = self.path.read_bytes()
+        if self.gz:
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError) as exc:
+                raise DicomError(f"{self.path}: broken gzip file ({exc}); re-create it with gzip") from None
+        return data
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def _is_gz(name: str) -> bool:
+    return name.lower().endswith(".gz")
+
+
+def list_sources(path: str | os.PathLike[str]) -> tuple[Path, list[Source]]:
+    """The root and every file under ``path`` (a folder, a zip, or one file), sorted by name."""
+    root = Path(path)
+    if not root.exists():
+        raise DicomError(f"{root}: no such file or folder; check the path")
+    if root.is_dir():
+        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise DicomError(f"{root}: empty folder; point at a folder of DICOM files")
+        return root, [Source(p, gz=_is_gz(p.name)) for p in files]
+    if zipfile.is_zipfile(root):
+        archive = _ZipArchive(root)
+        with zipfile.ZipFile(root) as zf:
+            members = sorted(
+                i.filename
+                for i in zf.infolist()
+                if not i.is_dir() and not Path(i.filename).name.startswith(".") and "__MACOSX" not in i.filename
+            )
+        if not members:
+            raise DicomError(f"{root}: empty zip; point at a zip of DICOM files")
+        return root, [Source(root / m, member=m, archive=archive, gz=_is_gz(m)) for m in members]
+    return root, [Source(root, gz=_is_gz(root.name))]
