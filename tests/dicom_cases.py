@@ -52,14 +52,6 @@ def copy_series(src: Path, dest: Path) -> Path:
     return dest
 
 
-def copy_files(files: list[Path], dest: Path) -> Path:
-    """Copy some files of a real series into a new folder ``dest``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        shutil.copy2(f, dest / f.name)
-    return dest
-
-
 # --- geometry edits -----------------------------------------------------------------------------
 def drop_slice(src: Path, dest: Path, index: int | None = None) -> Path:
     """Copy the series without one interior slice (the middle one by position): a missing slice."""

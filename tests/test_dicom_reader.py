@@ -377,3 +377,29 @@ def test_copies_of_the_input_are_never_written(mprage, tmp_path):
     read_dicom(tmp_path)
     assert {p: p.read_bytes() for p in tmp_path.glob("*")} == before
     shutil.rmtree(tmp_path / "nonexistent", ignore_errors=True)
+
+
+def test_dataset_without_preamble_is_read_as_dicom(shared_data, tmp_path):
+    from pydicom.filewriter import dcmwrite
+
+    src = shared_data("dicom", "dcm_qa_ts", "In", "2.dcm")
+    ds = pydicom.dcmread(src)
+    del ds.file_meta
+    ds.preamble = None
+    with (tmp_path / "raw").open("wb") as fh:
+        dcmwrite(fh, ds, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    assert (tmp_path / "raw").read_bytes()[128:132] != b"DICM"
+    image = read_dicom(tmp_path / "raw")
+    reference = read_dicom(src)
+    np.testing.assert_array_equal(image.array, reference.array)
+    np.testing.assert_allclose(image.affine, reference.affine)
+
+
+def test_a_folder_holding_only_a_localizer_asks_for_a_series(mprage, tmp_path):
+    chosen = _subset(mprage, tmp_path, n=2)
+    for i, ds in enumerate(chosen):
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        ds.save_as(tmp_path / f"slice{i:03d}.dcm")
+    with pytest.raises(SeriesSelectionError, match="no series is a convertible 3D/4D image.*--series"):
+        read_dicom(tmp_path)
+    assert read_dicom(tmp_path, series="19").shape == (256, 256, 2)

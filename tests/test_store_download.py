@@ -16,6 +16,7 @@ from medpipes.core.store import (
     DownloadError,
     OfflineError,
     StoreConfig,
+    StoreConfigError,
     check_file,
     fetch_model,
     load_manifest,
@@ -269,3 +270,24 @@ def test_shipped_weights_are_used_without_network_and_a_damaged_copy_falls_back_
     path = fetch_model("m", manifest, fast())["model.safetensors"]
     assert path.read_bytes() == payload and "home" in path.parts
     assert len(server.hits(PATH)) == 1
+
+
+def test_a_progress_bar_can_be_drawn_while_downloading(tmp_path, server, payload, capsys):
+    server.files[PATH] = srv.Served(payload)
+    manifest = manifest_for(tmp_path, srv.model_entry("m", payload, [server.url(PATH)]))
+
+    path = fetch_model("m", manifest, fast(progress=True))["model.safetensors"]
+
+    assert path.read_bytes() == payload
+
+
+def test_an_unwritable_home_is_a_one_line_error_naming_medpipes_home(tmp_path, server, payload, monkeypatch):
+    blocker = tmp_path / "file-not-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("MEDPIPES_HOME", str(blocker / "home"))
+    server.files[PATH] = srv.Served(payload)
+    manifest = manifest_for(tmp_path, srv.model_entry("m", payload, [server.url(PATH)]))
+
+    with pytest.raises(StoreConfigError, match=r"cannot create the model cache there .* set MEDPIPES_HOME"):
+        fetch_model("m", manifest, fast())
+    assert server.requests == []

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import venv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def valid_entry(model_id: str = "brain-unet") -> dict:
-    return srv.model_entry(model_id, b"x" * 10, ["https://example.org/model.safetensors"])
+    return srv.model_entry(model_id, b"x" * 10, ["https://example.invalid/model.safetensors"])
 
 
 def text_of(models: list[dict], **top) -> str:
@@ -91,8 +92,8 @@ def test_medpipes_manifest_env_var_selects_another_manifest(tmp_path, monkeypatc
 def test_url_pattern_gives_each_file_its_release_url():
     entry = valid_entry()
     del entry["files"][0]["urls"]
-    manifest = parse_manifest(text_of([entry], url_pattern="https://example.org/releases/v{version}/{id}-{name}"))
-    assert manifest.get("brain-unet").files[0].urls == ("https://example.org/releases/v1.0.0/brain-unet-model.safetensors",)
+    manifest = parse_manifest(text_of([entry], url_pattern="https://example.invalid/releases/v{version}/{id}-{name}"))
+    assert manifest.get("brain-unet").files[0].urls == ("https://example.invalid/releases/v1.0.0/brain-unet-model.safetensors",)
 
 
 def drop(key):
@@ -223,7 +224,9 @@ def torch_files(tmp_path_factory) -> dict[str, Path]:
         "torch_save_legacy": folder / "state_legacy.pth",
         "plain_pickle": folder / "weights.pkl",
     }
-    torch.jit.trace(net, torch.zeros(1, 3)).save(str(paths["torchscript"]))
+    with warnings.catch_warnings():  # torch 2.13 marks torch.jit.trace deprecated; imported models still use it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.trace(net, torch.zeros(1, 3)).save(str(paths["torchscript"]))
     torch.save(net.state_dict(), paths["torch_save_zip"])
     torch.save(net.state_dict(), paths["torch_save_legacy"], _use_new_zipfile_serialization=False)
     paths["plain_pickle"].write_bytes(pickle.dumps({"w": np.zeros(3)}))
@@ -242,7 +245,7 @@ def test_formats_are_detected_by_content_not_by_suffix(torch_files, tmp_path):
 
 def serve_locally(tmp_path: Path, name: str, data: bytes, **entry_keys) -> object:
     """A manifest whose one file is already in the cache (so no network is needed)."""
-    entry = srv.model_entry("m", data, ["https://example.org/unused"], name=name, **entry_keys.pop("file", {}))
+    entry = srv.model_entry("m", data, ["https://example.invalid/unused"], name=name, **entry_keys.pop("file", {}))
     entry.update(entry_keys)
     manifest = load_manifest(srv.write_manifest(tmp_path / "manifest.yaml", [entry]))
     target = StoreConfig.from_env().models_dir / "m" / "1.0.0" / name

@@ -12,7 +12,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Iterable, Iterator, Optional
 
 import typer
 
@@ -108,15 +108,28 @@ def format_plain(scan: DicomScan) -> str:
 
 
 def _print_rich(scan: DicomScan) -> None:
+    """A rich table at its natural width; on a narrow terminal the UID column goes (see --json)."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=str(scan.root), title_justify="left")
-    for col in _COLUMNS:
-        table.add_column(col, justify="right" if col in ("number", "slices", "volumes") else "left")
-    for info in scan.series:
-        table.add_row(*_row(info), style=None if info.is_candidate else "dim")
     console = Console()
+    short = {"number": "no.", "modality": "mod.", "volumes": "vols", "spacing (mm)": "spacing mm"}
+    rows = [_row(info) for info in scan.series]
+    widths = [max([len(short.get(col, col))] + [len(r[c]) for r in rows]) for c, col in enumerate(_COLUMNS)]
+    keep = list(range(len(_COLUMNS)))
+    if sum(w + 3 for w in widths) + 2 > console.width:
+        keep.remove(_COLUMNS.index("uid"))
+    natural = sum(widths[c] + 3 for c in keep) + 2  # padding and separators
+    table = Table(title=str(scan.root), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in keep:
+        col = _COLUMNS[c]
+        justify = "right" if col in ("number", "slices", "volumes") else "left"
+        table.add_column(short.get(col, col), justify=justify, no_wrap=True, min_width=widths[c])
+    for info, row in zip(scan.series, rows):
+        table.add_row(*(row[c] for c in keep), style=None if info.is_candidate else "dim")
+    if natural > console.width:  # still too wide: print whole lines and let the terminal wrap them
+        console = Console(width=natural)
     console.print(table)
     for line in _footer(scan):
         console.print(line, markup=False, highlight=False)
@@ -161,26 +174,24 @@ def convert(
     if folder_format not in FOLDER_FORMATS:
         raise InputError(f"--format {folder_format!r} is not supported; use one of {', '.join(FOLDER_FORMATS)}")
     if output.is_dir():
-        outputs = _plan_folder(input, output, series, irregular, min_slices, "." + folder_format)
+        plans = _plan_folder(input, output, series, irregular, min_slices, "." + folder_format)
+        outputs = _write_all(plans, staged=True)
     else:
-        outputs = [_plan_file(input, output, series, irregular, min_slices)]
-    _write_all([p for p in outputs if p.image is not None])
+        outputs = _write_all([_plan_file(input, output, series, irregular, min_slices)], staged=False)
     for planned in outputs:  # after writing: a failure prints its one error line and nothing else
         for warning in planned.warnings:
             print(f"warning: {planned.label}: {warning}", file=sys.stderr)
     for planned in outputs:
-        if planned.image is not None:
-            image = planned.image
-            spacing = "x".join(f"{s:.4g}" for s in image.spacing)
-            print(f"{planned.path}  {'x'.join(str(n) for n in image.shape)}  {spacing} mm  {image.orientation}")
+        if planned.path is not None:
+            print(f"{planned.path}  {planned.summary}")
 
 
 @dataclass
 class PlannedOutput:
     """One image to write, where, with which sidecar (None: no sidecar) and which warnings to print.
 
-    A series that is not converted (a localizer, a broken series) is planned with no image and no
-    path: only its warning is printed.
+    A series that is not converted (a localizer, a broken series) has no image and no path: only its
+    warning is printed. Once written, ``image`` is dropped and ``summary`` describes it.
     """
 
     image: Image | None
@@ -188,6 +199,7 @@ class PlannedOutput:
     sidecar: dict[str, Any] | None
     warnings: list[str]
     label: str
+    summary: str = ""
 
 
 def _plan_file(input: Path, output: Path, selector: str | None, irregular: str, min_slices: int) -> PlannedOutput:
@@ -216,8 +228,8 @@ def _plan_file(input: Path, output: Path, selector: str | None, irregular: str, 
 
 def _plan_folder(
     input: Path, folder: Path, selector: str | None, irregular: str, min_slices: int, suffix: str
-) -> list[PlannedOutput]:
-    """Load every candidate series (or the one chosen) before writing anything; name each file."""
+) -> Iterator[PlannedOutput]:
+    """Every candidate series (or the one chosen), loaded one at a time as the writer asks; named uniquely."""
     _refuse_inside_input(input, folder)
     _check_writable(folder)
     fmt = format_for_reading(input)
@@ -227,7 +239,8 @@ def _plan_folder(
         stem = _sanitise(input.name[: -len(suffix_of(input))] if suffix_of(input) else input.name)
         name = _unique(stem, suffix, taken)
         sidecar = {"Source": str(input), "SourceFileCount": 1, **_geometry(image)}
-        return [PlannedOutput(image, folder / name, sidecar, _warnings(image), str(input))]
+        yield PlannedOutput(image, folder / name, sidecar, _warnings(image), str(input))
+        return
     scan = _scan(input)
     if selector is not None:
         infos = [_select(scan, selector, folder)]
@@ -240,49 +253,66 @@ def _plan_folder(
                 "pick one with --series ID to convert it anyway"
             )
     echoes = _echo_suffixes(scan)
-    planned: list[PlannedOutput] = []
-    if selector is None:
-        skipped = [s for s in scan.series if not s.is_candidate]
-        notices = [f"not converted ({s.notes[0] if s.notes else _flags_text(s)})" for s in skipped]
-        planned += [PlannedOutput(None, None, None, [notice], _label(s)) for s, notice in zip(skipped, notices)]
+    if selector is None:  # one warning line per reason a series is not converted
+        skipped: dict[str, list[str]] = {}
+        for s in scan.series:
+            if not s.is_candidate:
+                skipped.setdefault(s.notes[0] if s.notes else _flags_text(s), []).append(s.id)
+        for reason, ids in skipped.items():
+            yield PlannedOutput(None, None, None, [f"not converted ({reason})"], f"series {', '.join(ids)}")
     for info in infos:
         image = _load(scan, info, irregular, min_slices)
         name = _unique(_sanitise(_base_name(info)) + echoes.get(info.id, ""), suffix, taken)
-        sidecar = _sidecar(scan, info, image)
-        planned.append(PlannedOutput(image, folder / name, sidecar, _warnings(image), _label(info)))
-    return planned
+        yield PlannedOutput(image, folder / name, _sidecar(scan, info, image), _warnings(image), _label(info))
 
 
-def _write_all(outputs: list[PlannedOutput]) -> None:
-    """Write every image and sidecar under temporary names, then rename them all; on failure remove them all."""
+def _write_all(plans: Iterable[PlannedOutput], *, staged: bool) -> list[PlannedOutput]:
+    """Write each planned image (and sidecar) as it comes; return the plans, images dropped.
+
+    ``staged``: images are written under hidden temporary names while later ones load, and renamed
+    only when all are written; a failure anywhere removes everything this run wrote. Otherwise the
+    single image goes straight through the (atomic) writer.
+    """
     from medpipes.core.io import write_image
     from medpipes.core.io.atomic import atomic_write_text
 
-    if len(outputs) == 1 and outputs[0].sidecar is None:  # one file: the writer is atomic by itself
-        _guard_os(outputs[0].path, write_image, outputs[0].image, outputs[0].path)
-        return
     token = uuid.uuid4().hex[:8]
-    staged: list[tuple[Path, Path]] = []  # (temporary, final)
-    done: list[Path] = []
+    written: list[tuple[Path, Path]] = []  # (temporary, final)
+    renamed: list[Path] = []
+    done: list[PlannedOutput] = []
     try:
-        for planned in outputs:
-            suffix = suffix_of(planned.path)
-            tmp = planned.path.with_name(f".{planned.path.name}.{token}.partial{suffix}")
-            staged.append((tmp, planned.path))
-            _guard_os(planned.path, write_image, planned.image, tmp)
-            if planned.sidecar is not None:
-                json_path = _sidecar_path(planned.path)
-                tmp_json = json_path.with_name(f".{json_path.name}.{token}.partial")
-                staged.append((tmp_json, json_path))
-                _guard_os(json_path, atomic_write_text, tmp_json, json.dumps(planned.sidecar, indent=2) + "\n")
-        for tmp, final in staged:
+        for planned in plans:  # for folder output, each series is loaded here, one at a time
+            done.append(planned)
+            if planned.image is None or planned.path is None:
+                continue
+            if not staged:
+                _guard_os(planned.path, write_image, planned.image, planned.path)
+            else:
+                suffix = suffix_of(planned.path)
+                tmp = planned.path.with_name(f".{planned.path.name}.{token}.partial{suffix}")
+                written.append((tmp, planned.path))
+                _guard_os(planned.path, write_image, planned.image, tmp)
+                if planned.sidecar is not None:
+                    json_path = _sidecar_path(planned.path)
+                    tmp_json = json_path.with_name(f".{json_path.name}.{token}.partial")
+                    written.append((tmp_json, json_path))
+                    _guard_os(json_path, atomic_write_text, tmp_json, json.dumps(planned.sidecar, indent=2) + "\n")
+            planned.summary = _summary(planned.image)
+            planned.image = None  # free the voxels before the next series loads
+        for tmp, final in written:
             _guard_os(final, os.replace, tmp, final)
-            done.append(final)
+            renamed.append(final)
     except BaseException:
-        for path in [tmp for tmp, _ in staged] + done:
+        for path in [tmp for tmp, _ in written] + renamed:
             with contextlib.suppress(OSError):
                 path.unlink()
         raise
+    return done
+
+
+def _summary(image: Image) -> str:
+    spacing = "x".join(f"{s:.4g}" for s in image.spacing)
+    return f"{'x'.join(str(n) for n in image.shape)}  {spacing} mm  {image.orientation}"
 
 
 def _guard_os(where: Path, fn: Any, *args: Any) -> Any:
@@ -344,9 +374,16 @@ def _select(scan: DicomScan, selector: str | None, output: Path) -> SeriesInfo:
 
 
 def _load(scan: DicomScan, info: SeriesInfo, irregular: str, min_slices: int) -> Image:
+    from medpipes.core.errors import DicomError
     from medpipes.core.io.dicom import load_series
 
-    return load_series(scan, info, irregular=irregular, min_slices=min_slices)
+    try:
+        return load_series(scan, info, irregular=irregular, min_slices=min_slices)
+    except DicomError as exc:
+        message = str(exc)
+        if str(scan.root) in message:
+            raise
+        raise type(exc)(f"{scan.root}: {message}") from None  # name the input the user gave
 
 
 def _read_non_dicom(input: Path, selector: str | None) -> Image:

@@ -18,7 +18,7 @@ from medpipes.core.store.config import StoreConfig
 from medpipes.core.store.errors import ChecksumError, ManifestError
 from medpipes.core.store.formats import CHUNK, check_weights_format
 from medpipes.core.store.manifest import Manifest
-from medpipes.core.store.resolve import FileStatus, cache_path, check_file, fetch_model, lock_path
+from medpipes.core.store.resolve import FileStatus, cache_path, check_file, fetch_model, lock_path, make_cache_folder
 
 INDEX_NAME = "medpipes-bundle.json"
 BUNDLE_FORMAT = "medpipes-model-bundle"
@@ -45,9 +45,12 @@ def bundle(out: str | os.PathLike[str], manifest: Manifest, ids: list[str] | Non
            config: StoreConfig | None = None) -> list[BundledFile]:
     """Write the verified files of ``ids`` (all models by default) to the tar ``out``, fetching any missing."""
     config = config or StoreConfig.from_env()
-    models = [manifest.get(i) for i in ids] if ids else list(manifest.models)
+    models = [manifest.get(i) for i in dict.fromkeys(ids)] if ids else list(manifest.models)
     if not models:
         raise ManifestError(f"{manifest.source} has no models yet: nothing to bundle")
+    folder = Path(out).parent
+    if not folder.is_dir():  # checked before any download
+        raise InputError(f"{folder}: output folder does not exist; create it first")
     entries: list[tuple[BundledFile, Path]] = []
     for model in models:
         paths = fetch_model(model.id, manifest, config)
@@ -131,7 +134,7 @@ def _extract_verified(tar: tarfile.TarFile, path: Path, b: BundledFile, target: 
         source = None
     if source is None:
         raise InputError(f"{path}: member {b.member} listed in {INDEX_NAME} is missing; re-create the bundle")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_cache_folder(target.parent)
     with atomic_path(target) as tmp:
         digest = hashlib.sha256()
         with open(tmp, "wb") as out:

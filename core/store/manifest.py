@@ -156,9 +156,14 @@ class Manifest:
 
 def packaged_manifest() -> Traversable:
     """The manifest shipped with the package (package data of ``medpipes.manifest``)."""
+    if find_spec(MANIFEST_PACKAGE) is None:
+        raise ManifestError(
+            f"package {MANIFEST_PACKAGE} (which carries {MANIFEST_NAME}) is not installed; reinstall medpipes "
+            "(pip install -e . in a clone), or set MEDPIPES_MANIFEST to a manifest file"
+        )
     try:
         return resources.files(MANIFEST_PACKAGE) / MANIFEST_NAME
-    except NotADirectoryError:
+    except (NotADirectoryError, ValueError):
         # Python < 3.13 with setuptools' editable finder: the namespace path holds a placeholder entry
         # that importlib.resources rejects, so look through the package's real search locations.
         spec = find_spec(MANIFEST_PACKAGE)

@@ -12,9 +12,10 @@ from pathlib import Path
 import requests
 from filelock import FileLock, Timeout
 
-from medpipes.core.store.config import MIRRORS_ENV, OFFLINE_ENV, StoreConfig
+from medpipes.core.io.atomic import atomic_path
+from medpipes.core.store.config import HOME_ENV, MIRRORS_ENV, OFFLINE_ENV, StoreConfig
 from medpipes.core.store.download import download_verified, new_session
-from medpipes.core.store.errors import DownloadError, OfflineError, WeightsFormatError
+from medpipes.core.store.errors import DownloadError, OfflineError, StoreConfigError, WeightsFormatError
 from medpipes.core.store.formats import check_weights_format, sha256_file
 from medpipes.core.store.manifest import Manifest, ModelEntry, ModelFile, load_manifest
 
@@ -51,8 +52,18 @@ def cache_path(model: ModelEntry, f: ModelFile, config: StoreConfig) -> Path:
 def lock_path(model: ModelEntry, f: ModelFile, config: StoreConfig) -> Path:
     """The lock serialising fetches of one file across processes (outside the models folder)."""
     path = config.home / "locks" / model.id / model.version / f"{f.name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_cache_folder(path.parent)
     return path
+
+
+def make_cache_folder(folder: Path) -> None:
+    """Create a folder of the cache; an unwritable MEDPIPES_HOME becomes a one-line StoreConfigError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreConfigError(
+            f"{folder}: cannot create the model cache there ({exc.strerror}); set {HOME_ENV} to a writable folder"
+        ) from None
 
 
 def shipped_resource(f: ModelFile) -> Traversable | None:
@@ -170,7 +181,10 @@ def _local_copy(model: ModelEntry, f: ModelFile, config: StoreConfig) -> Path | 
         if problem is None:
             return cached
         log.warning("%s: cached copy %s fails verification (%s); deleting it", file_label(model, f), cached, problem)
-        cached.unlink(missing_ok=True)
+        with FileLock(lock_path(model, f, config), timeout=config.lock_timeout_s):
+            if _problem(cached, model, f) is None:  # another process replaced it meanwhile
+                return cached
+            cached.unlink(missing_ok=True)
     shipped = shipped_resource(f)
     if shipped is not None:
         if isinstance(shipped, Path):
@@ -181,8 +195,9 @@ def _local_copy(model: ModelEntry, f: ModelFile, config: StoreConfig) -> Path | 
             with resources.as_file(shipped) as tmp:
                 problem = _problem(tmp, model, f)
                 if problem is None:
-                    cached.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(tmp, cached)
+                    make_cache_folder(cached.parent)
+                    with atomic_path(cached) as partial:
+                        shutil.copyfile(tmp, partial)
                     return cached
         log.warning("%s: shipped copy %s fails verification (%s); looking elsewhere", file_label(model, f), shipped, problem)
     return None
@@ -197,7 +212,7 @@ def _download(model: ModelEntry, f: ModelFile, config: StoreConfig, session: req
             f"{label}: not cached, its shipped copy is missing or damaged, and the manifest gives no URL; "
             f"reinstall medpipes or set {MIRRORS_ENV}"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_cache_folder(target.parent)
     lock = FileLock(lock_path(model, f, config), timeout=config.lock_timeout_s)
     try:
         with lock:

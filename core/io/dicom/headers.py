@@ -7,7 +7,6 @@ import struct
 import warnings
 from dataclasses import dataclass, field
 
-import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -39,40 +38,40 @@ def _looks_like_dicom(data: bytes) -> tuple[bool, bool]:
     if len(data) >= 132 and data[128:132] == b"DICM":
         return True, True
     # Raw datasets without preamble start with a group 0x0002 or 0x0008 element (little endian).
-    return len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00") and data[2:4] < b"\x00\x10", False
+    return len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00"), False
 
 
-def _pixel_data_problem(data: bytes, offset: int, ts: UID, expected: int) -> str | None:
-    """Why the pixel data starting at ``offset`` is missing or cut short, or None when complete."""
+def _pixel_data_problem(data: bytes, offset: int, ts: UID, expected: int) -> tuple[str | None, int | None]:
+    """(why the pixel data at ``offset`` is missing or cut short, or None; where native values start)."""
     if offset >= len(data) - 8:
-        return "no pixel data (the file ends before it: truncated)"
+        return "no pixel data (the file ends before it: truncated)", None
     big = ts == pydicom.uid.ExplicitVRBigEndian
     tag = data[offset : offset + 4]
     if tag != (b"\x7f\xe0\x00\x10" if big else _PIXEL_TAG_LE):
-        return None  # another pixel element (float data...): let the decoder judge
+        return None, None  # another pixel element (float data...): let the decoder judge
     if ts == pydicom.uid.ImplicitVRLittleEndian:
         start, length = offset + 8, struct.unpack("<I", data[offset + 4 : offset + 8])[0]
     else:
         if len(data) < offset + 12:
-            return "pixel data header truncated"
+            return "pixel data header truncated", None
         start, length = offset + 12, struct.unpack(">I" if big else "<I", data[offset + 8 : offset + 12])[0]
     if length != 0xFFFFFFFF:
         have = len(data) - start
         if have < length or length < expected:
-            return f"pixel data truncated: {min(have, length)} of {max(length, expected)} bytes present"
-        return None
+            return f"pixel data truncated: {min(have, length)} of {max(length, expected)} bytes present", None
+        return None, start
     pos = start  # encapsulated: walk the items up to the sequence delimiter
     while True:
         if pos + 8 > len(data):
-            return "compressed pixel data truncated (no sequence delimiter)"
+            return "compressed pixel data truncated (no sequence delimiter)", None
         item_tag, item_len = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
         if item_tag == _SEQ_DELIM_LE:
-            return None
+            return None, None
         if item_tag != _ITEM_LE:
-            return "compressed pixel data corrupt (bad item tag)"
+            return "compressed pixel data corrupt (bad item tag)", None
         pos += 8 + item_len
         if pos > len(data):
-            return f"compressed pixel data truncated: a fragment needs {pos - len(data)} more bytes"
+            return f"compressed pixel data truncated: a fragment needs {pos - len(data)} more bytes", None
 
 
 def read_header(source: Source) -> HeaderResult:
@@ -109,16 +108,19 @@ def read_header(source: Source) -> HeaderResult:
             return HeaderResult("not-dicom")
         return HeaderResult("other-dicom")
     ts = UID(str(meta.get("TransferSyntaxUID", ""))) if meta is not None and "TransferSyntaxUID" in meta else None
-    if ts is None:
-        ts = pydicom.uid.ImplicitVRLittleEndian if not ds.is_little_endian or ds.is_implicit_VR else pydicom.uid.ExplicitVRLittleEndian
-        if not ds.is_little_endian:
+    if ts is None:  # a raw dataset without file meta: the encoding pydicom found while reading it
+        implicit, little = getattr(ds, "original_encoding", (True, True))
+        if not little:
             ts = pydicom.uid.ExplicitVRBigEndian
+        else:
+            ts = pydicom.uid.ImplicitVRLittleEndian if implicit else pydicom.uid.ExplicitVRLittleEndian
     rows, cols = int(ds.Rows), int(ds.Columns)
     n_frames = as_int(ds.get("NumberOfFrames")) or 1
     bits = int(ds.get("BitsAllocated", 16) or 16)
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    pixel_offset = None
     if ts != pydicom.uid.DeflatedExplicitVRLittleEndian:
-        problem = _pixel_data_problem(data, offset, ts, rows * cols * n_frames * spp * bits // 8)
+        problem, pixel_offset = _pixel_data_problem(data, offset, ts, rows * cols * n_frames * spp * bits // 8)
     else:
         problem = _deflated_problem(data)
     if problem:
@@ -144,6 +146,7 @@ def read_header(source: Source) -> HeaderResult:
         samples_per_pixel=spp,
         photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
         repetition_time_ms=as_float(ds.get("RepetitionTime")),
+        pixel_offset=pixel_offset,
     )
     try:
         frames = frames_of(ds, info)

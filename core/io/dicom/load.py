@@ -149,6 +149,7 @@ def _meta(scan: DicomScan, info: SeriesInfo, plan: GeometryPlan, files: dict[Pat
     }
     if len(extra["transfer_syntax"]) == 1:
         extra["transfer_syntax"] = extra["transfer_syntax"][0]
+    extra["resampled"] = plan.needs_resampling  # then sop_instance_uids lists the source slices, not output ones
     if plan.tilt_deg is not None:
         extra["gantry_tilt_deg"] = plan.tilt_deg
     if plan.irregular:

@@ -56,24 +56,33 @@ def undecodable_reason(info: FileInfo) -> str | None:
     )
 
 
-def _native_array(ds: pydicom.Dataset, info: FileInfo) -> np.ndarray | None:
-    """Stored values straight from the PixelData bytes (fast path), or None to use pydicom's handlers."""
+def _native_dtype(info: FileInfo) -> np.dtype | None:
+    """The stored dtype of native pixel data that numpy can read as is, or None (pydicom's handlers)."""
     bits = info.bits_allocated
-    if bits not in (8, 16, 32) or info.samples_per_pixel != 1:
+    if info.transfer_syntax not in _NATIVE or bits not in (8, 16, 32) or info.samples_per_pixel != 1:
         return None
     if info.pixel_representation == 1 and info.bits_stored != bits:
         return None  # sign extension of packed values: let pydicom do it
     kind = "i" if info.pixel_representation == 1 else "u"
     order = ">" if info.transfer_syntax == pydicom.uid.ExplicitVRBigEndian else "<"
-    dtype = np.dtype(f"{order}{kind}{bits // 8}")
-    raw = ds.PixelData
-    if not isinstance(raw, (bytes, bytearray)):
-        return None
+    return np.dtype(f"{order}{kind}{bits // 8}")
+
+
+def _from_bytes(raw: bytes, dtype: np.dtype, info: FileInfo) -> np.ndarray | None:
     n = info.n_frames * info.rows * info.cols
     if len(raw) < n * dtype.itemsize:
         return None
     arr = np.frombuffer(raw, dtype=dtype, count=n).reshape(info.n_frames, info.rows, info.cols)
-    return arr.astype(dtype.newbyteorder("="), copy=False) if order == ">" else arr
+    return arr.astype(dtype.newbyteorder("="), copy=False) if dtype.byteorder == ">" else arr
+
+
+def _native_array(ds: pydicom.Dataset, info: FileInfo) -> np.ndarray | None:
+    """Stored values straight from the PixelData bytes (fast path), or None to use pydicom's handlers."""
+    dtype = _native_dtype(info)
+    raw = ds.PixelData
+    if dtype is None or not isinstance(raw, (bytes, bytearray)):
+        return None
+    return _from_bytes(raw, dtype, info)
 
 
 def decode_file(info: FileInfo) -> np.ndarray:
@@ -81,6 +90,16 @@ def decode_file(info: FileInfo) -> np.ndarray:
     reason = undecodable_reason(info)
     if reason:
         raise DicomError(reason)
+    dtype = _native_dtype(info)
+    if dtype is not None and info.pixel_offset is not None:
+        # Uncompressed and checked complete by the scan: read the values without re-parsing the header.
+        nbytes = info.n_frames * info.rows * info.cols * dtype.itemsize
+        try:
+            arr = _from_bytes(info.source.read_range(info.pixel_offset, nbytes), dtype, info)
+        except OSError as exc:
+            raise DicomError(f"{info.source.path}: cannot read pixel data ({exc}); check the file is readable") from None
+        if arr is not None:
+            return arr
     try:
         data = info.source.read_bytes()
         with warnings.catch_warnings():

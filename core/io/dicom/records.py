@@ -35,6 +35,7 @@ class FileInfo:
     mosaic_tile: tuple[int, int] | None = None  # (rows, cols) of one tile of a Siemens mosaic
     n_mosaic: int = 0
     is_multiframe: bool = False
+    pixel_offset: int | None = None  # where native (uncompressed) stored values start in the file
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Frame:
 
 
 def as_float(value: object, default: float | None = None) -> float | None:
+    """A DICOM DS/FD value as float, or ``default`` when absent or malformed."""
     try:
         if value is None or value == "":
             return default
@@ -78,6 +80,7 @@ def as_float(value: object, default: float | None = None) -> float | None:
 
 
 def as_int(value: object) -> int | None:
+    """A DICOM IS/US value (the first of several) as int, or None when absent or malformed."""
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         value = value[0] if len(value) else None  # type: ignore[index,arg-type]
     try:

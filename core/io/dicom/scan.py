@@ -78,7 +78,7 @@ class DicomScan:
             if len(cands) == 1:
                 return cands[0]
             if not cands:
-                if len(self.series) == 1:
+                if len(self.series) == 1 and "localizer" not in self.series[0].flags:
                     return self.series[0]  # loading it explains why it is not convertible
                 raise SeriesSelectionError(
                     f"{self.root}: no series is a convertible 3D/4D image (choices: {self._choices(self.series)}); "
@@ -152,7 +152,8 @@ def _info_for(group: Group, plan: GeometryPlan, broken: list[tuple[Path, str]], 
         flags=tuple(f for f in order if f in flags),
         echo_time_ms=first.echo_time,
         image_type=first.image_type,
-        is_candidate=not (group.localizer or plan.problem or undecodable or broken),
+        # A series with a truncated file stays a candidate: loading it fails loudly, naming the file.
+        is_candidate=not (group.localizer or plan.problem or undecodable),
         notes=tuple(notes),
     )
 

@@ -52,6 +52,14 @@ class Source:
                 raise DicomError(f"{self.path}: broken gzip file ({exc}); re-create it with gzip") from None
         return data
 
+    def read_range(self, offset: int, size: int) -> bytes:
+        """``size`` bytes from ``offset`` of the (decompressed) file; reads only those from a plain file."""
+        if self.archive is None and not self.gz:
+            with self.path.open("rb") as fh:
+                fh.seek(offset)
+                return fh.read(size)
+        return self.read_bytes()[offset : offset + size]
+
     @property
     def name(self) -> str:
         return self.path.name
