@@ -58,6 +58,10 @@ def _set_positions(folder: Path, offsets: dict[int, np.ndarray]) -> None:
         ds.save_as(path)
 
 
+def LPS_to_RAS(xyz: np.ndarray) -> np.ndarray:  # noqa: N802 - reads like the conversion it is
+    return xyz * np.array([-1.0, -1.0, 1.0])
+
+
 def _listing(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
@@ -83,10 +87,6 @@ def test_sorted_by_position_not_instance_number(mprage, tmp_path):
     assert image.meta.extra["sop_instance_uids"] == [ds.SOPInstanceUID for ds in chosen]
     world0 = LPS_to_RAS(np.array(chosen[0].ImagePositionPatient, dtype=float))
     np.testing.assert_allclose(image.voxel_to_world([0, 0, 0]), world0, atol=1e-4)
-
-
-def LPS_to_RAS(xyz: np.ndarray) -> np.ndarray:  # noqa: N802 - reads like the conversion it is
-    return xyz * np.array([-1.0, -1.0, 1.0])
 
 
 def test_slope_one_intercept_zero_keeps_stored_integers(mprage, tmp_path):
@@ -376,7 +376,6 @@ def test_copies_of_the_input_are_never_written(mprage, tmp_path):
     before = {p: p.read_bytes() for p in tmp_path.glob("*")}
     read_dicom(tmp_path)
     assert {p: p.read_bytes() for p in tmp_path.glob("*")} == before
-    shutil.rmtree(tmp_path / "nonexistent", ignore_errors=True)
 
 
 def test_dataset_without_preamble_is_read_as_dicom(shared_data, tmp_path):
@@ -403,3 +402,15 @@ def test_a_folder_holding_only_a_localizer_asks_for_a_series(mprage, tmp_path):
     with pytest.raises(SeriesSelectionError, match="no series is a convertible 3D/4D image.*--series"):
         read_dicom(tmp_path)
     assert read_dicom(tmp_path, series="19").shape == (256, 256, 2)
+
+
+def test_truncated_compressed_file_is_an_error_naming_it(shared_data, tmp_path):
+    src = shared_data("dicom", "dcm_qa_frag", "In", "5001_anat-T1w_acq-tfl")
+    for name in ("5001010.dcm", "5001011.dcm", "5001012.dcm"):
+        shutil.copy(src / name, tmp_path / name)
+    victim = tmp_path / "5001011.dcm"
+    victim.write_bytes(victim.read_bytes()[:-1500])  # cut inside the JPEG fragments
+    scan = scan_dicom(tmp_path)
+    assert [p.name for p, _ in scan.unreadable] == ["5001011.dcm"]
+    with pytest.raises(DicomError, match=r"5001011\.dcm: compressed pixel data truncated.*re-export"):
+        read_dicom(tmp_path)

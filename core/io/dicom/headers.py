@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import warnings
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from medpipes.core.errors import DicomError
 from medpipes.core.io.dicom.frames import frames_of
 from medpipes.core.io.dicom.records import FileInfo, Frame, as_float, as_int
 from medpipes.core.io.dicom.sources import Source
@@ -33,64 +36,82 @@ class HeaderResult:
     series_uid: str | None = None  # known even for an unreadable file when its header got that far
 
 
-def _looks_like_dicom(data: bytes) -> tuple[bool, bool]:
-    """(is DICOM-like, has the DICM preamble)."""
-    if len(data) >= 132 and data[128:132] == b"DICM":
+def _looks_like_dicom(head: bytes) -> tuple[bool, bool]:
+    """(is DICOM-like, has the DICM preamble) from a file's first 132 bytes."""
+    if len(head) >= 132 and head[128:132] == b"DICM":
         return True, True
     # Raw datasets without preamble start with a group 0x0002 or 0x0008 element (little endian).
-    return len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00"), False
+    return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00"), False
 
 
-def _pixel_data_problem(data: bytes, offset: int, ts: UID, expected: int) -> tuple[str | None, int | None]:
-    """(why the pixel data at ``offset`` is missing or cut short, or None; where native values start)."""
-    if offset >= len(data) - 8:
+def _read_at(fh: BinaryIO, pos: int, n: int) -> bytes:
+    fh.seek(pos)
+    return fh.read(n)
+
+
+def _pixel_data_problem(fh: BinaryIO, size: int, offset: int, ts: UID, expected: int) -> tuple[str | None, int | None]:
+    """(why the pixel data at ``offset`` is missing or cut short, or None; where its value starts).
+
+    Only element and item headers are read (seeking past the values), so big files stay cheap.
+    """
+    if offset >= size - 8:
         return "no pixel data (the file ends before it: truncated)", None
     big = ts == pydicom.uid.ExplicitVRBigEndian
-    tag = data[offset : offset + 4]
-    if tag != (b"\x7f\xe0\x00\x10" if big else _PIXEL_TAG_LE):
+    head = _read_at(fh, offset, 12)
+    if head[:4] != (b"\x7f\xe0\x00\x10" if big else _PIXEL_TAG_LE):
         return None, None  # another pixel element (float data...): let the decoder judge
     if ts == pydicom.uid.ImplicitVRLittleEndian:
-        start, length = offset + 8, struct.unpack("<I", data[offset + 4 : offset + 8])[0]
+        start, length = offset + 8, struct.unpack("<I", head[4:8])[0]
     else:
-        if len(data) < offset + 12:
+        if len(head) < 12:
             return "pixel data header truncated", None
-        start, length = offset + 12, struct.unpack(">I" if big else "<I", data[offset + 8 : offset + 12])[0]
+        start, length = offset + 12, struct.unpack(">I" if big else "<I", head[8:12])[0]
     if length != 0xFFFFFFFF:
-        have = len(data) - start
+        have = size - start
         if have < length or length < expected:
             return f"pixel data truncated: {min(have, length)} of {max(length, expected)} bytes present", None
         return None, start
     pos = start  # encapsulated: walk the items up to the sequence delimiter
     while True:
-        if pos + 8 > len(data):
+        item = _read_at(fh, pos, 8)
+        if len(item) < 8:
             return "compressed pixel data truncated (no sequence delimiter)", None
-        item_tag, item_len = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        item_tag, item_len = item[:4], struct.unpack("<I", item[4:8])[0]
         if item_tag == _SEQ_DELIM_LE:
-            return None, None
+            return None, start
         if item_tag != _ITEM_LE:
             return "compressed pixel data corrupt (bad item tag)", None
         pos += 8 + item_len
-        if pos > len(data):
-            return f"compressed pixel data truncated: a fragment needs {pos - len(data)} more bytes", None
+        if pos > size:
+            return f"compressed pixel data truncated: a fragment needs {pos - size} more bytes", None
 
 
 def read_header(source: Source) -> HeaderResult:
     """Read ``source``'s header (pixels are only checked for completeness, not decoded)."""
     try:
-        data = source.read_bytes()
-    except Exception as exc:  # noqa: BLE001 - any I/O failure is reported per file
+        if source.gz and not _looks_like_dicom(source.head(132))[0]:
+            return HeaderResult("not-dicom")  # e.g. a stray .nii.gz: never inflated whole
+        with source.open() as fh:
+            return _read_header(source, fh)
+    except OSError as exc:
         return HeaderResult("unreadable", reason=f"cannot read file: {exc}")
-    dicom_like, has_preamble = _looks_like_dicom(data)
+    except DicomError as exc:
+        return HeaderResult("unreadable", reason=str(exc))
+
+
+def _read_header(source: Source, fh: BinaryIO) -> HeaderResult:
+    size = fh.seek(0, os.SEEK_END)
+    dicom_like, has_preamble = _looks_like_dicom(_read_at(fh, 0, 132))
     if not dicom_like:
         return HeaderResult("not-dicom")
-    buf = io.BytesIO(data)
+    fh.seek(0)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = pydicom.dcmread(buf, stop_before_pixels=True, force=True)
-        offset = buf.tell()
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+        offset = fh.tell()
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a cut header
-        uid = _series_uid_of_partial(data)
+        uid = _series_uid_of_partial(_read_at(fh, 0, 1 << 16))
         return HeaderResult("unreadable", reason=f"header truncated or corrupt ({type(exc).__name__}: {exc})", series_uid=uid)
     eof_warning = next((str(w.message) for w in caught if "end of file" in str(w.message).lower()), None)
     uid = str(ds.get("SeriesInstanceUID", "") or "") or None
@@ -120,9 +141,9 @@ def read_header(source: Source) -> HeaderResult:
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
     pixel_offset = None
     if ts != pydicom.uid.DeflatedExplicitVRLittleEndian:
-        problem, pixel_offset = _pixel_data_problem(data, offset, ts, rows * cols * n_frames * spp * bits // 8)
+        problem, pixel_offset = _pixel_data_problem(fh, size, offset, ts, rows * cols * n_frames * spp * bits // 8)
     else:
-        problem = _deflated_problem(data)
+        problem = _deflated_problem(_read_at(fh, 0, size))
     if problem:
         return HeaderResult("unreadable", reason=problem, series_uid=uid)
     if uid is None:

@@ -96,13 +96,16 @@ def load_series(scan: DicomScan, info: SeriesInfo, *, irregular: str = "resample
         for path, decoded in zip(files, pool.map(lambda p: decode_file(files[p]), files)):
             if raw is None:
                 raw = np.empty((cols, rows, n_src, n_vol), dtype=decoded.dtype, order="F")
+            elif decoded.dtype != raw.dtype:  # files of one series stored with different pixel types
+                raw = raw.astype(np.promote_types(raw.dtype, decoded.dtype))
             for frame, k, t in slots[path]:
                 pix = frame_pixels(decoded, frame)
                 if pix.shape != (rows, cols):
                     raise DicomError(f"{path}: frame is {pix.shape[1]}x{pix.shape[0]}, the series is {cols}x{rows}; re-export the series")
                 raw[:, :, k, t] = pix.T
             lo, hi = min(lo, float(decoded.min())), max(hi, float(decoded.max()))
-    assert raw is not None
+    if raw is None:
+        raise DicomError(f"series {info.id} under {scan.root} has no frames to load; re-run the scan")
     all_frames = [f for fr in plan.order for f in fr]
     mode, dtype, (slope, inter) = _output_scaling(all_frames, lo, hi)
     if mode == "keep":

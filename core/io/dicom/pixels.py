@@ -85,38 +85,45 @@ def _native_array(ds: pydicom.Dataset, info: FileInfo) -> np.ndarray | None:
     return _from_bytes(raw, dtype, info)
 
 
+def _decode_encapsulated(info: FileInfo) -> np.ndarray | None:
+    """Compressed frames decoded from the PixelData items the scan located, without re-parsing the header.
+
+    None when this fast path fails for any reason: the caller then decodes the fully parsed dataset.
+    """
+    if info.samples_per_pixel != 1:
+        return None
+    try:
+        data = info.source.read_bytes()
+        buffer = data[info.pixel_offset :]
+        end = buffer.rfind(b"\xfe\xff\xdd\xe0")  # the sequence delimiter (checked present by the scan)
+        decoder = pydicom.pixels.get_decoder(info.transfer_syntax)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr, _ = decoder.as_array(
+                buffer[:end],
+                rows=info.rows,
+                columns=info.cols,
+                samples_per_pixel=1,
+                bits_allocated=info.bits_allocated,
+                bits_stored=info.bits_stored,
+                pixel_representation=info.pixel_representation,
+                photometric_interpretation=info.photometric,
+                number_of_frames=info.n_frames,
+            )
+    except Exception:  # noqa: BLE001 - fall back to pydicom's full path, which reports errors properly
+        return None
+    arr = np.asarray(arr)
+    return arr[np.newaxis] if arr.ndim == 2 else arr
+
+
 def decode_file(info: FileInfo) -> np.ndarray:
     """The stored values of every frame of ``info``'s file, shape (frames, rows, cols)."""
     reason = undecodable_reason(info)
     if reason:
         raise DicomError(reason)
-    dtype = _native_dtype(info)
-    if dtype is not None and info.pixel_offset is not None:
-        # Uncompressed and checked complete by the scan: read the values without re-parsing the header.
-        nbytes = info.n_frames * info.rows * info.cols * dtype.itemsize
-        try:
-            arr = _from_bytes(info.source.read_range(info.pixel_offset, nbytes), dtype, info)
-        except OSError as exc:
-            raise DicomError(f"{info.source.path}: cannot read pixel data ({exc}); check the file is readable") from None
-        if arr is not None:
-            return arr
-    try:
-        data = info.source.read_bytes()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data), force=True)
-            if "PixelData" not in ds:
-                raise DicomError(f"{info.source.path}: no pixel data (file truncated); re-export it or remove it")
-            arr = _native_array(ds, info) if info.transfer_syntax in _NATIVE else None
-            if arr is None:
-                arr = ds.pixel_array
-    except DicomError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - decoder failures come in many types
-        raise DicomError(
-            f"{info.source.path}: cannot decode pixel data ({syntax_name(info.transfer_syntax)}): "
-            f"{type(exc).__name__}: {exc}; re-export the file uncompressed (`gdcmconv --raw IN OUT`) or remove it"
-        ) from None
+    arr = _fast_path(info)
+    if arr is None:
+        arr = _via_dataset(info)
     arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = arr[np.newaxis]
@@ -126,6 +133,42 @@ def decode_file(info: FileInfo) -> np.ndarray:
             f"{(info.n_frames, info.rows, info.cols)}; re-export the file"
         )
     return arr
+
+
+def _fast_path(info: FileInfo) -> np.ndarray | None:
+    """Pixels read from where the scan found them (no second header parse), or None."""
+    if info.pixel_offset is None:
+        return None
+    if info.transfer_syntax not in _NATIVE:
+        return _decode_encapsulated(info)
+    dtype = _native_dtype(info)
+    if dtype is None:
+        return None
+    nbytes = info.n_frames * info.rows * info.cols * dtype.itemsize
+    try:
+        return _from_bytes(info.source.read_range(info.pixel_offset, nbytes), dtype, info)
+    except OSError as exc:
+        raise DicomError(f"{info.source.path}: cannot read pixel data ({exc}); check the file is readable") from None
+
+
+def _via_dataset(info: FileInfo) -> np.ndarray:
+    """Pixels of the fully parsed dataset through pydicom's handlers (every syntax, every quirk)."""
+    try:
+        data = info.source.read_bytes()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), force=True)
+            if "PixelData" not in ds:
+                raise DicomError(f"{info.source.path}: no pixel data (file truncated); re-export it or remove it")
+            arr = _native_array(ds, info) if info.transfer_syntax in _NATIVE else None
+            return ds.pixel_array if arr is None else arr
+    except DicomError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - decoder failures come in many types
+        raise DicomError(
+            f"{info.source.path}: cannot decode pixel data ({syntax_name(info.transfer_syntax)}): "
+            f"{type(exc).__name__}: {exc}; re-export the file uncompressed (`gdcmconv --raw IN OUT`) or remove it"
+        ) from None
 
 
 def frame_pixels(decoded: np.ndarray, frame: Frame) -> np.ndarray:

@@ -35,7 +35,7 @@ class FileInfo:
     mosaic_tile: tuple[int, int] | None = None  # (rows, cols) of one tile of a Siemens mosaic
     n_mosaic: int = 0
     is_multiframe: bool = False
-    pixel_offset: int | None = None  # where native (uncompressed) stored values start in the file
+    pixel_offset: int | None = None  # where the PixelData value (native values or encapsulated items) starts
 
 
 @dataclass

@@ -6,11 +6,13 @@ Nothing is ever extracted next to the input: zip members and ``.gz`` files are r
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from medpipes.core.errors import DicomError
 
@@ -51,6 +53,28 @@ class Source:
             except (OSError, EOFError) as exc:
                 raise DicomError(f"{self.path}: broken gzip file ({exc}); re-create it with gzip") from None
         return data
+
+    def head(self, n: int) -> bytes:
+        """The first ``n`` (decompressed) bytes, without reading or inflating the whole file."""
+        if self.archive is not None and self.member is not None:
+            raw: BinaryIO = io.BytesIO(self.archive.read(self.member))
+        else:
+            raw = self.path.open("rb")
+        with raw:
+            if not self.gz:
+                return raw.read(n)
+            try:
+                with gzip.GzipFile(fileobj=raw) as gz:
+                    return gz.read(n)
+            except (OSError, EOFError):
+                return b""  # not gzip at all: not a DICOM file either
+
+    def open(self, in_memory_below: int = 16 << 20) -> BinaryIO:
+        """A seekable binary file object: the bytes in memory (small, zipped or gzipped files: fastest
+        to parse), else the file itself (a big multi-frame file is never read whole)."""
+        if self.archive is None and not self.gz and self.path.stat().st_size >= in_memory_below:
+            return self.path.open("rb")
+        return io.BytesIO(self.read_bytes())
 
     def read_range(self, offset: int, size: int) -> bytes:
         """``size`` bytes from ``offset`` of the (decompressed) file; reads only those from a plain file."""
