@@ -12,13 +12,16 @@ from medpipes.core.io.dicom.load import load_series, read_dicom
 from medpipes.core.io.dicom.scan import DicomScan, SeriesInfo, scan_dicom
 
 
+_SEG_NAMES = ("write_seg", "read_seg", "read_seg_segments", "check_seg_against_source", "SegmentCodes")
+
+
 def __getattr__(name: str) -> Any:
-    # The SEG writer lives in seg.py (another module's job); import it only when asked for.
-    if name == "write_seg":
+    # SEG support needs highdicom, slow to import: load it only when a SEG name is asked for.
+    if name in _SEG_NAMES:
         from medpipes.core.io.dicom import seg
 
-        return seg.write_seg
+        return getattr(seg, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DicomScan", "SeriesInfo", "load_series", "read_dicom", "scan_dicom"]
+__all__ = ["DicomScan", "SeriesInfo", "load_series", "read_dicom", "scan_dicom", *_SEG_NAMES]
