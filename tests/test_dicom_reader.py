@@ -414,3 +414,16 @@ def test_truncated_compressed_file_is_an_error_naming_it(shared_data, tmp_path):
     assert [p.name for p, _ in scan.unreadable] == ["5001011.dcm"]
     with pytest.raises(DicomError, match=r"5001011\.dcm: compressed pixel data truncated.*re-export"):
         read_dicom(tmp_path)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("grid", ["23x38x3", "24x38x3"])
+def test_enhanced_multiframe_ct_equals_its_classic_series(shared_data, grid):
+    root = shared_data("dicom", "dcmqi", "data", "segmentations", grid)
+    multiframe = read_dicom(root / "multiframe" / "mf.dcm")
+    classic = read_dicom(root / "image")
+    assert multiframe.meta.modality == classic.meta.modality == "CT"
+    assert "multiframe" in multiframe.meta.extra["flags"]
+    assert multiframe.shape == classic.shape
+    assert np.allclose(multiframe.affine, classic.affine, atol=1e-3)
+    assert np.array_equal(multiframe.array, classic.array)

@@ -1,0 +1,121 @@
+"""What every inferer shares: tensor/Image adapters, channel checks, devices, activation and flip TTA."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from medpipes.core.errors import InputError
+from medpipes.core.image import Image
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+ACTIVATIONS = (None, "softmax", "sigmoid")
+
+
+def image_to_batch(image: Image) -> torch.Tensor:
+    """(1, channels, i, j, k) float32 from an Image: a 3D array is one channel, a 4D array's last axis the channels."""
+    array = np.asarray(image.array, dtype=np.float32)
+    if array.ndim == 3:
+        array = array[np.newaxis]
+    else:
+        array = np.moveaxis(array, -1, 0)
+    return torch.from_numpy(np.ascontiguousarray(array)).unsqueeze(0)
+
+
+def batch_to_image(output: torch.Tensor, like: Image) -> Image:
+    """The (1, K, i, j, k) result as an Image on ``like``'s grid, the K outputs on its 4th axis."""
+    array = output[0].detach().to("cpu", torch.float32).numpy()
+    return Image(np.ascontiguousarray(np.moveaxis(array, 0, -1)), like.affine, like.meta)
+
+
+def as_batch(data: torch.Tensor | Image, spatial_dims: int) -> tuple[torch.Tensor, Image | None]:
+    """The input as a (N, C, *spatial) tensor, plus the Image it came from (None for tensors)."""
+    if isinstance(data, Image):
+        if spatial_dims != 3:
+            raise InputError(
+                f"an Image is a volume but the network is {spatial_dims}D; use infer_slices for 2D networks"
+            )
+        return image_to_batch(data), data
+    if not isinstance(data, torch.Tensor):
+        raise InputError(f"inferers take a torch.Tensor (N, C, *spatial) or an Image, got {type(data).__name__}")
+    if data.ndim != spatial_dims + 2:
+        raise InputError(
+            f"input has shape {list(data.shape)}; "
+            f"a {spatial_dims}D inferer needs (N, C, {', '.join(['size'] * spatial_dims)})"
+        )
+    return data, None
+
+
+def network_spatial_dims(network: nn.Module, default: int = 3) -> int:
+    """The network's declared dimensionality (medpipes networks and wrapped imports declare it)."""
+    return int(getattr(network, "spatial_dims", default))
+
+
+def check_channels(network: nn.Module, channels: int) -> None:
+    """Raise InputError naming both numbers when the data's channels differ from the network's input channels."""
+    expected = getattr(network, "in_channels", None)
+    if expected is not None and channels != expected:
+        raise InputError(
+            f"the data has {channels} channel(s) but the network expects {expected} input channel(s); "
+            "give the model the channels (modalities) it was trained on"
+        )
+
+
+def network_device(network: nn.Module, device: str | torch.device | None) -> torch.device:
+    """``device`` if given, else where the network's parameters live (CPU for a parameter-free module)."""
+    if device is not None:
+        return torch.device(device)
+    param = next(network.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def size_divisor(network: nn.Module, spatial_dims: int) -> tuple[int, ...]:
+    """The multiple each spatial size must be for the network (1 when it does not say)."""
+    divisor = getattr(network, "size_divisor", 1)
+    return (int(divisor),) * spatial_dims if isinstance(divisor, int) else tuple(int(d) for d in divisor)
+
+
+def check_activation(activation: str | None) -> None:
+    """Refuse an unknown activation name."""
+    if activation not in ACTIVATIONS:
+        raise InputError(f"activation = {activation!r} is not valid; choose one of none, softmax, sigmoid")
+
+
+def apply_activation_(output: torch.Tensor, activation: str | None) -> torch.Tensor:
+    """Softmax over channels or sigmoid, in place (temporaries are one channel, never a second output)."""
+    if activation == "sigmoid":
+        return output.sigmoid_()
+    if activation == "softmax":
+        for n in range(output.shape[0]):
+            sample = output[n]
+            sample.sub_(sample.amax(dim=0, keepdim=True)).exp_()
+            sample.div_(sample.sum(dim=0, keepdim=True))
+    return output
+
+
+def flip_averaged(predictor: Predictor, axes: Sequence[int], spatial_dims: int) -> Predictor:
+    """A predictor that averages ``predictor`` over every combination of flips along spatial ``axes``."""
+    axes = tuple(sorted(set(int(a) for a in axes)))
+    if any(a < 0 or a >= spatial_dims for a in axes):
+        raise InputError(f"tta_flip_axes = {list(axes)} must be spatial axes 0..{spatial_dims - 1}")
+    combos = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        total = predictor(batch)
+        for combo in combos[1:]:
+            dims = [a + 2 for a in combo]
+            total = total + predictor(batch.flip(dims)).flip(dims)
+        return total / len(combos)
+
+    return predict
+
+
+def make_predictor(network: nn.Module, tta_flip_axes: Sequence[int] | None, spatial_dims: int) -> Predictor:
+    """The network, wrapped in flip TTA when axes are given."""
+    if not tta_flip_axes:
+        return network
+    return flip_averaged(network, tta_flip_axes, spatial_dims)
