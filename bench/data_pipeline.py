@@ -29,12 +29,10 @@ import argparse
 import statistics
 import sys
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
-import numpy as np
 import SimpleITK as sitk
 import torch
-
 from medpipes.core.testdata import ENV_VAR, find_test_data, test_data_root
 
 SUBJECTS = ("Subj1", "Subj2", "Subj3", "Subj4")
@@ -47,7 +45,15 @@ REFERENCE = (4, 1)  # (samples_per_volume, workers) of the ratio line
 
 def medpipes_batches(root, spv: int, workers: int) -> Iterator[object]:
     """Endless batches from medpipes' PatchQueue."""
-    from medpipes.core.data import Compose, DataCollection, PatchQueue, PatchSampler, RandomAffine, RandomFlip, RandomNoise
+    from medpipes.core.data import (
+        Compose,
+        DataCollection,
+        PatchQueue,
+        PatchSampler,
+        RandomAffine,
+        RandomFlip,
+        RandomNoise,
+    )
 
     collection = DataCollection.from_folders(
         root, {"t1": "t1/{case}_T1.nii.gz", "seg": "dlmuse_seg/{case}_T1_DLMUSE.nii.gz"}, label_groups=("seg",)

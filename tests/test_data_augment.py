@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
-
 from medpipes.core.data import (
     ChannelDropout,
     Compose,
@@ -23,6 +21,7 @@ from medpipes.core.data import (
 from medpipes.core.data.augment import rot90_draw
 from medpipes.core.errors import InputError
 from medpipes.core.image import Image, LabelMap
+from scipy import ndimage
 
 AFFINE = np.array([[-1.5, 0, 0, 30], [0, 1.0, 0, -20], [0, 0, 2.0, 5], [0, 0, 0, 1]])
 BRIGHT = 100.0
@@ -224,3 +223,13 @@ def test_bad_parameters_are_refused_with_the_fix():
         RandomAffine(scales=(1.2, 0.8))
     with pytest.raises(InputError, match="axes"):
         RandomFlip(axes=(3,))
+
+
+def test_random_affine_translation_moves_the_anatomy_by_that_many_millimetres_in_world_space():
+    array = np.zeros((20, 20, 20), np.float32)
+    array[10, 5, 6] = 1.0
+    before = Image(array, AFFINE)  # x = -1.5 i, y = j, z = 2 k (mm)
+    after = Compose([RandomAffine(scales=0.0, degrees=0.0, translation_mm=(6.0, 6.0))])({"x": before}, 0)["x"]
+    moved = np.argwhere(after.array > 0.5)
+    assert moved.tolist() == [[6, 11, 9]]  # i - 4, j + 6, k + 3: +6 mm along x, y and z
+    np.testing.assert_allclose(after.voxel_to_world([6, 11, 9]) - before.voxel_to_world([10, 5, 6]), [6.0, 6.0, 6.0])

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import medpipes.core.io as mio
 import numpy as np
 import pytest
-
-import medpipes.core.io as mio
 from medpipes.core.data import DataCollection
 from medpipes.core.errors import GeometryError, InputError
 from medpipes.core.image import Image, LabelMap

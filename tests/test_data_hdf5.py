@@ -5,7 +5,6 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-
 from medpipes.core.data import DataCollection, RandomAffine, RandomFlip, RandomNoise
 from medpipes.core.errors import InputError
 from medpipes.core.image import Image, ImageMeta, LabelMap

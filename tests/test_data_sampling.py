@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from medpipes.core.data import Compose, PatchSampler, RandomAffine, RandomElastic, RandomFlip, RandomNoise
+from medpipes.core.data import (
+    Compose,
+    PatchSampler,
+    RandomAffine,
+    RandomElastic,
+    RandomFlip,
+    RandomNoise,
+)
 from medpipes.core.errors import InputError
 from medpipes.core.image import Image, LabelMap
 

@@ -6,8 +6,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
-from medpipes.core.data import DataCollection, kfold, nested_kfold, read_splits, write_splits
+from medpipes.core.data import (
+    DataCollection,
+    kfold,
+    nested_kfold,
+    read_splits,
+    write_splits,
+)
 from medpipes.core.data.splits import Split, assign_folds
 from medpipes.core.errors import InputError
 from medpipes.core.image import Image

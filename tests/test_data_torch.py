@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from medpipes.core.data import CaseDataset, Compose, DataCollection, PatchQueue, PatchSampler, RandomAffine, RandomFlip, RandomNoise
+from medpipes.core.data import (
+    CaseDataset,
+    Compose,
+    DataCollection,
+    PatchQueue,
+    PatchSampler,
+    RandomAffine,
+    RandomFlip,
+    RandomNoise,
+)
 from medpipes.core.errors import InputError
 from medpipes.core.image import Image, LabelMap
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from medpipes.core.errors import InputError
 from medpipes.core.image import Image
-from medpipes.core.inference import infer_slices, infer_whole
+from medpipes.core.inference import infer_patches, infer_slices, infer_whole
 from medpipes.core.models import UNet
 
 
@@ -24,6 +24,21 @@ def test_whole_volume_pads_an_odd_size_to_the_unet_divisor_and_crops_back():
     with torch.no_grad():
         expected = net(padded)[:, :, 1:14, :, 1:11]
     assert torch.allclose(out, expected, atol=1e-5)  # one image per pass vs two: conv rounding differs
+
+
+class InPlace(nn.Module):
+    """A careless imported model that scales its input in place."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul_(2.0)
+
+
+def test_a_model_that_works_in_place_never_changes_the_callers_data():
+    x = torch.ones(1, 1, 4, 4, 4)
+    assert torch.equal(infer_whole(InPlace(), x), torch.full((1, 1, 4, 4, 4), 2.0))
+    assert torch.equal(infer_slices(InPlace(), x), torch.full((1, 1, 4, 4, 4), 2.0))
+    assert torch.equal(infer_patches(InPlace(), x, (2, 2, 2), overlap=0.5), torch.full((1, 1, 4, 4, 4), 2.0))
+    assert torch.equal(x, torch.ones(1, 1, 4, 4, 4))
 
 
 def test_whole_volume_sigmoid_activation_and_input_left_untouched():

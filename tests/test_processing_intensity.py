@@ -12,8 +12,8 @@ from medpipes.core.image import Image, LabelMap
 from medpipes.core.io import read_image, write_image
 from medpipes.core.processing import Chain
 from medpipes.core.processing.intensity import (
-    CTWindow,
     Clip,
+    CTWindow,
     HistogramLandmarks,
     HistogramStandardisation,
     Rescale,
@@ -105,7 +105,6 @@ def test_4d_image_is_normalised_per_volume(mr):
 
 
 def test_clip_values_and_percentiles(mr):
-    assert ZScore().apply(mr).array.max() > 1
     clipped = Clip(0, 450).apply(mr).array
     assert clipped.min() == 0 and clipped.max() == 450
     by_percentile = Clip(1, 99, percentiles=True).apply(mr).array

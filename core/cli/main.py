@@ -47,6 +47,9 @@ def _register() -> None:
     from medpipes.core.cli.models import models_app
 
     app.add_typer(models_app, name="models")
+    from medpipes.core.cli import preprocess as preprocess_cli
+
+    app.command("preprocess", help=preprocess_cli.preprocess.__doc__)(preprocess_cli.preprocess)
 
 
 def error_line(message: str) -> None:

@@ -20,9 +20,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -56,7 +57,7 @@ def step_factories() -> dict[str, Callable[..., Preprocessor]]:
     )
     from medpipes.core.processing.bias import N4BiasFieldCorrection
     from medpipes.core.processing.external import ExternalProgram
-    from medpipes.core.processing.intensity import CTWindow, Clip, HistogramStandardisation, Rescale, Threshold, ZScore
+    from medpipes.core.processing.intensity import Clip, CTWindow, HistogramStandardisation, Rescale, Threshold, ZScore
     from medpipes.core.processing.registration import Coregister
 
     return {
@@ -291,8 +292,8 @@ def _write_all(output_dir: Path, outputs: Mapping[Path, Any], record_path: Path 
 
 
 def preprocess(
-    inputs: Annotated[list[Path], typer.Argument(help="Input images: NIfTI, NRRD, MHA or DICOM folders/zips.", show_default=False)],
-    output_dir: Annotated[Path, typer.Argument(help="Folder for the outputs, one per input, named like the input.", show_default=False)],
+    inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", help="Input images: NIfTI, NRRD, MHA or DICOM folders/zips.", show_default=False)],
+    output_dir: Annotated[Path, typer.Argument(metavar="OUTPUT_DIR", help="Folder for the outputs, one per input, named like the input.", show_default=False)],
     steps: Annotated[Optional[str], typer.Option("--steps", help='Steps, e.g. "reorient:RAS,resample:1,n4,zscore:nonzero".')] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file with a 'steps:' list (instead of --steps).")] = None,
     label: Annotated[Optional[list[str]], typer.Option("--label", help="Read this input (file name without suffix) as a label map; repeatable.")] = None,
@@ -302,6 +303,10 @@ def preprocess(
     """Run preprocessing steps on images, without a model; one output per input, written only if all succeed.
 
     Example: medpipes preprocess t1.nii.gz flair.nii.gz out/ --steps "reorient:RAS,resample:1,n4,zscore:nonzero"
+
+    Steps: reorient, resample, crop, pad, coregister, n4, zscore, clip, threshold, rescale, ctwindow,
+    histstd, external, binarise, keep_largest, remove_islands, fill_holes. Write a step as name,
+    name:value:value or name:key=value (e.g. resample:1x1x2, n4:backend=ants, ctwindow:brain).
     """
     from medpipes.core.processing import Chain
 

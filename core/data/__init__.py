@@ -21,7 +21,13 @@ from medpipes.core.data.augment import (
 from medpipes.core.data.collection import Case, DataCollection
 from medpipes.core.data.group import DataGroup
 from medpipes.core.data.sampling import PatchSampler
-from medpipes.core.data.splits import Split, kfold, nested_kfold, read_splits, write_splits
+from medpipes.core.data.splits import (
+    Split,
+    kfold,
+    nested_kfold,
+    read_splits,
+    write_splits,
+)
 from medpipes.core.data.torch_bridge import CaseDataset, PatchQueue, image_to_tensor
 
 __all__ = [

@@ -14,16 +14,23 @@ seeded from the sample's, so results are reproducible whatever path computes the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from scipy import ndimage
-
+from medpipes.core.data.resample import (
+    AffineStep,
+    Box,
+    ElasticStep,
+    Step,
+    resample,
+    total_matrix,
+)
 from medpipes.core.errors import GeometryError, InputError
 from medpipes.core.image import Image, LabelMap
-from medpipes.core.data.resample import AffineStep, Box, ElasticStep, Step, resample, total_matrix
+from scipy import ndimage
 
 Range = tuple[float, float]
 

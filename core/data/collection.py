@@ -6,13 +6,14 @@ import csv
 import glob
 import os
 import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
-from medpipes.core.errors import GeometryError, InputError
-from medpipes.core.image import Image
 from medpipes.core.data.group import DataGroup
 from medpipes.core.data.sources import FileSource, Source
+from medpipes.core.errors import GeometryError, InputError
+from medpipes.core.image import Image
 
 DEFAULT_LABEL_GROUPS: tuple[str, ...] = ("ground_truth",)
 ID_COLUMNS: tuple[str, ...] = ("case", "case_id", "subject", "subject_id", "id")
@@ -136,7 +137,7 @@ class DataCollection(Mapping[str, Case]):
             out[case.subject] = value
         return out
 
-    def subset(self, subjects: Iterable[str]) -> "DataCollection":
+    def subset(self, subjects: Iterable[str]) -> DataCollection:
         """The cases of the given subjects (every case of each), in this collection's order."""
         wanted = set(subjects)
         unknown = wanted - set(self.subjects)
@@ -160,7 +161,7 @@ class DataCollection(Mapping[str, Case]):
         *,
         label_groups: Sequence[str] = DEFAULT_LABEL_GROUPS,
         missing: str = "error",
-    ) -> "DataCollection":
+    ) -> DataCollection:
         """Cases found by glob patterns under ``root``; ``{case}`` in each pattern is the case id.
 
         ``patterns = {"inputs": {"T1": "t1/{case}_T1.nii.gz"}, "ground_truth": "seg/{case}_seg.nii.gz"}``
@@ -210,7 +211,7 @@ class DataCollection(Mapping[str, Case]):
         label_groups: Sequence[str] = DEFAULT_LABEL_GROUPS,
         id_column: str | None = None,
         subject_column: str | None = None,
-    ) -> "DataCollection":
+    ) -> DataCollection:
         """Cases from a CSV: an id column, one ``group/channel`` column per image path, other columns as targets.
 
         Paths are relative to the CSV's folder unless absolute. Numbers in target columns become floats
@@ -271,7 +272,7 @@ class DataCollection(Mapping[str, Case]):
         return cls(cases, source=str(path))
 
     @classmethod
-    def from_hdf5(cls, path: str | os.PathLike[str]) -> "DataCollection":
+    def from_hdf5(cls, path: str | os.PathLike[str]) -> DataCollection:
         """A collection written by ``to_hdf5``; voxels are read only when asked."""
         from medpipes.core.data.hdf5 import read_collection
 
@@ -284,7 +285,7 @@ class DataCollection(Mapping[str, Case]):
         *,
         targets: Mapping[str, Mapping[str, Any]] | None = None,
         subjects: Mapping[str, str] | None = None,
-    ) -> "DataCollection":
+    ) -> DataCollection:
         """A collection of in-memory images: ``{case_id: {group: {channel: Image}}}`` (label groups hold LabelMaps).
 
         ``subjects`` maps case id -> subject where several cases belong to one subject.

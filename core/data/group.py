@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from functools import cached_property
-from typing import Iterator, Mapping
 
 import numpy as np
-
+from medpipes.core.data.sources import GridInfo, Source
 from medpipes.core.errors import GeometryError
 from medpipes.core.image import Image, LabelMap
-from medpipes.core.data.sources import GridInfo, Source
 
 
 class DataGroup(Mapping[str, Image]):

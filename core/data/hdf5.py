@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
+from medpipes.core.data.group import DataGroup
+from medpipes.core.data.sources import Hdf5Source, meta_to_json
 from medpipes.core.errors import InputError
 from medpipes.core.image import Image
 from medpipes.core.io.atomic import atomic_path
-from medpipes.core.data.group import DataGroup
-from medpipes.core.data.sources import Hdf5Source, meta_to_json
 
 if TYPE_CHECKING:
     from medpipes.core.data.collection import DataCollection
@@ -29,7 +28,7 @@ CHUNK_EDGE = 64
 
 
 def write_collection(
-    collection: "DataCollection",
+    collection: DataCollection,
     path: Path,
     *,
     augmentation: Any = None,
@@ -87,10 +86,9 @@ def write_collection(
     return path
 
 
-def read_collection(path: Path) -> "DataCollection":
+def read_collection(path: Path) -> DataCollection:
     """Open a file written by ``write_collection``; only attributes are read now, voxels on request."""
     import h5py
-
     from medpipes.core.data.collection import Case, DataCollection
 
     if not path.is_file():

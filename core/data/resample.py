@@ -9,8 +9,8 @@ composite transform. A chain that is a pure signed axis permutation with whole-v
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk

@@ -7,14 +7,13 @@ that is cheaper than one resampling each.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
-
-from medpipes.core.errors import GeometryError, InputError
-from medpipes.core.image import Image
 from medpipes.core.data.augment import Compose, LazySample
 from medpipes.core.data.resample import Box
+from medpipes.core.errors import GeometryError, InputError
+from medpipes.core.image import Image
 
 CANDIDATES = 64
 """Label voxels tried per label-centred patch before falling back to a uniform centre."""

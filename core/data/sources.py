@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-
 from medpipes.core.errors import GeometryError, InputError
 from medpipes.core.image import Image, ImageMeta, LabelMap
 
@@ -23,7 +21,7 @@ class GridInfo:
     spatial_shape: tuple[int, int, int]
     affine: np.ndarray
 
-    def matches(self, other: "GridInfo", atol_mm: float = 1e-3) -> bool:
+    def matches(self, other: GridInfo, atol_mm: float = 1e-3) -> bool:
         """Same shape and affines within ``atol_mm``."""
         return self.spatial_shape == other.spatial_shape and bool(np.allclose(self.affine, other.affine, atol=atol_mm))
 
@@ -174,7 +172,3 @@ def meta_from_json(text: str) -> ImageMeta:
         extra=data.get("extra") or {},
     )
 
-
-def file_source(path: str | os.PathLike[str], is_label: bool) -> FileSource:
-    """A FileSource for ``path``."""
-    return FileSource(Path(path), is_label)

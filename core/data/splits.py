@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-
 from medpipes.core.errors import InputError
 from medpipes.core.io.atomic import atomic_write_text
 

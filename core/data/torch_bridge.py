@@ -9,20 +9,20 @@ from __future__ import annotations
 import os
 import random
 import weakref
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
-
-from medpipes.core.errors import InputError
-from medpipes.core.image import Image
 from medpipes.core.data.augment import Compose
 from medpipes.core.data.collection import DataCollection
 from medpipes.core.data.sampling import PatchSampler
+from medpipes.core.errors import InputError
+from medpipes.core.image import Image
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 PAIRINGS = ("paired", "unpaired")
-_LIVE_QUEUES: "weakref.WeakSet[PatchQueue]" = weakref.WeakSet()
+_LIVE_QUEUES: weakref.WeakSet[PatchQueue] = weakref.WeakSet()
 
 
 def _forget_workers_in_child() -> None:
@@ -133,7 +133,7 @@ class CaseDataset(Dataset):
 class _VolumePatches(Dataset):
     """(position, case index, epoch) -> the ``samples_per_volume`` patches of that volume (run in workers)."""
 
-    def __init__(self, queue: "PatchQueue") -> None:
+    def __init__(self, queue: PatchQueue) -> None:
         self.queue = queue
 
     def __len__(self) -> int:
@@ -146,7 +146,7 @@ class _VolumePatches(Dataset):
 class _EpochOrder(Sampler):
     """Keys of the queue's current epoch, in its (seeded) case order; read in the main process."""
 
-    def __init__(self, queue: "PatchQueue") -> None:
+    def __init__(self, queue: PatchQueue) -> None:
         self.queue = queue
 
     def __len__(self) -> int:

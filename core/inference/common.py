@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -16,20 +17,25 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 ACTIVATIONS = (None, "softmax", "sigmoid")
 
 
+_TORCH_DTYPES = {np.dtype(t) for t in ("float32", "float64", "float16", "uint8", "int8", "int16", "int32", "int64")}
+
+
 def image_to_batch(image: Image) -> torch.Tensor:
-    """(1, channels, i, j, k) float32 from an Image: a 3D array is one channel, a 4D array's last axis the channels."""
-    array = np.asarray(image.array, dtype=np.float32)
-    if array.ndim == 3:
-        array = array[np.newaxis]
-    else:
-        array = np.moveaxis(array, -1, 0)
-    return torch.from_numpy(np.ascontiguousarray(array)).unsqueeze(0)
+    """A (1, channels, i, j, k) view of an Image's voxels (a 3D array is one channel, a 4D array's last axis
+    the channels); no copy unless torch cannot hold the dtype (inferers convert to float32 patch by patch)."""
+    array = np.asarray(image.array)
+    if array.dtype not in _TORCH_DTYPES:
+        array = array.astype(np.float32)
+    array = array[np.newaxis] if array.ndim == 3 else np.moveaxis(array, -1, 0)
+    with warnings.catch_warnings():  # read-only arrays (memory-mapped NIfTI) are fine: inferers never write to inputs
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array).unsqueeze(0)
 
 
 def batch_to_image(output: torch.Tensor, like: Image) -> Image:
-    """The (1, K, i, j, k) result as an Image on ``like``'s grid, the K outputs on its 4th axis."""
+    """The (1, K, i, j, k) result as an Image on ``like``'s grid, the K outputs on its 4th axis (a view, no copy)."""
     array = output[0].detach().to("cpu", torch.float32).numpy()
-    return Image(np.ascontiguousarray(np.moveaxis(array, 0, -1)), like.affine, like.meta)
+    return Image(np.moveaxis(array, 0, -1), like.affine, like.meta)
 
 
 def as_batch(data: torch.Tensor | Image, spatial_dims: int) -> tuple[torch.Tensor, Image | None]:

@@ -61,7 +61,7 @@ def infer_slices(
             sample = volume[n].movedim(1 + axis, 0)  # (slices, C, a, b): a view, nothing copied
             for first in range(0, count, batch_size):
                 chunk, crop = pad_to_multiple(sample[first : first + batch_size], divisor, pad_value)
-                prediction = predictor(chunk.to(run_device, torch.float32))
+                prediction = predictor(chunk.to(run_device, torch.float32, copy=True))  # a model may work in place
                 if tuple(prediction.shape[2:]) != tuple(chunk.shape[2:]):
                     raise InputError(
                         f"the network returned slice size {list(prediction.shape[2:])} for {list(chunk.shape[2:])}; "

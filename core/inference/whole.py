@@ -70,7 +70,7 @@ def infer_whole(
     with torch.no_grad():
         for first in range(0, batch.shape[0], batch_size):
             chunk, crop = pad_to_multiple(batch[first : first + batch_size], divisor, pad_value)
-            prediction = predictor(chunk.to(run_device, torch.float32))
+            prediction = predictor(chunk.to(run_device, torch.float32, copy=True))  # a model may work in place
             if tuple(prediction.shape[2:]) != tuple(chunk.shape[2:]):
                 raise InputError(
                     f"the network returned spatial size {list(prediction.shape[2:])} "

@@ -10,8 +10,8 @@ divided by it (float32; float64 stays float64).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -108,9 +108,8 @@ class N4BiasFieldCorrection(IntensityStep):
         return image.array / np.exp(field, dtype=np.float64)
 
     def _ants(self, image: Image, mask: np.ndarray) -> np.ndarray:
-        from medpipes.core.processing.registration import to_ants
-
         import ants
+        from medpipes.core.processing.registration import to_ants
 
         try:
             field = ants.n4_bias_field_correction(

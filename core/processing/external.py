@@ -13,8 +13,8 @@ import shutil
 import string
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -144,4 +144,4 @@ def _last_line(*texts: str) -> str:
     return "(no output)"
 
 
-__all__ = ["ExternalProgram", "OUTPUT_KINDS", "PLACEHOLDERS"]
+__all__ = ["OUTPUT_KINDS", "PLACEHOLDERS", "ExternalProgram"]

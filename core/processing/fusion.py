@@ -6,7 +6,7 @@ mapping) or numbered (a sequence: 'model 0', 'model 1', ...) so errors say which
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk

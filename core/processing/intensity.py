@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -269,7 +270,7 @@ class HistogramLandmarks:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "HistogramLandmarks":
+    def load(cls, path: str | os.PathLike[str]) -> HistogramLandmarks:
         """Read landmarks written by ``save``."""
         path = Path(path)
         try:

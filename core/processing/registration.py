@@ -13,9 +13,10 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -91,11 +92,11 @@ class WorldTransform:
         object.__setattr__(self, "matrix", matrix)
 
     @classmethod
-    def identity(cls) -> "WorldTransform":
+    def identity(cls) -> WorldTransform:
         """The transform that moves nothing."""
         return cls(np.eye(4), "rigid")
 
-    def inverse(self) -> "WorldTransform":
+    def inverse(self) -> WorldTransform:
         """The map from the reference's world back onto the moving image's."""
         return WorldTransform(np.linalg.inv(self.matrix), self.kind)
 
@@ -128,7 +129,7 @@ class WorldTransform:
         return {"format": _FORMAT, "version": 1, "kind": self.kind, "matrix_ras": self.matrix.tolist(), "maps": "moving world -> reference world (RAS mm)"}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "WorldTransform":
+    def from_dict(cls, data: Mapping[str, Any]) -> WorldTransform:
         """Inverse of ``to_dict``."""
         if data.get("format") != _FORMAT:
             raise InputError(f"transform: not a medpipes transform (format '{_FORMAT}' expected)")
@@ -140,7 +141,7 @@ class WorldTransform:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "WorldTransform":
+    def load(cls, path: str | os.PathLike[str]) -> WorldTransform:
         """Read a transform written by ``save``."""
         path = Path(path)
         try:
@@ -157,7 +158,7 @@ class WorldTransform:
             raise InputError(f"{path}: {exc}") from None
 
     @classmethod
-    def from_ants_file(cls, path: str | os.PathLike[str], kind: str = "affine") -> "WorldTransform":
+    def from_ants_file(cls, path: str | os.PathLike[str], kind: str = "affine") -> WorldTransform:
         """Read an ANTs/ITK affine transform file (.mat, fixed -> moving in LPS) as moving -> reference in RAS."""
         import ants
 
@@ -240,7 +241,7 @@ class RegistrationRecord(Record):
         return {**super().to_dict(), "transform": self.transform.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RegistrationRecord":
+    def from_dict(cls, data: Mapping[str, Any]) -> RegistrationRecord:
         """Inverse of ``to_dict``."""
         base = Record.from_dict(data)
         return cls(base.step, base.input_grid, base.output_grid, base.box, WorldTransform.from_dict(data["transform"]))
@@ -344,4 +345,4 @@ class Coregister(Preprocessor):
         return f"Coregister(reference={self.reference!r}, transform={self.transform!r}, resample={self.resample})"
 
 
-__all__ = ["Coregister", "RegistrationRecord", "TRANSFORMS", "WorldTransform", "from_ants", "register", "to_ants"]
+__all__ = ["TRANSFORMS", "Coregister", "RegistrationRecord", "WorldTransform", "from_ants", "register", "to_ants"]
