@@ -12,7 +12,9 @@ the two cores of the development machine; ``--threads``).
 
 Same process, same input, same network: one warm-up of each inferer on a 96^3 crop, then
 ``--repeats`` rounds (default 3: a full run takes about a minute per tool on 2 cores) in which each
-tool runs once, alternating which goes first; the table shows each tool's median and min seconds.
+tool runs once, alternating which goes first; the table shows each tool's median and min wall-clock
+seconds and its median CPU seconds (process time: on a shared machine, other processes' load shows
+in wall-clock time but hardly in CPU time), and each round's paired ratio is printed.
 The outputs of every round must agree within 1e-5 (the max abs difference is printed); otherwise
 the exit status is 1.
 
@@ -100,6 +102,7 @@ def main() -> int:
         run(warm)
 
     times: dict[str, list[float]] = {name: [] for name in tools}
+    cpu_times: dict[str, list[float]] = {name: [] for name in tools}
     max_diff = 0.0
     for round_index in range(args.repeats):
         order = list(tools) if round_index % 2 == 0 else list(reversed(tools))
@@ -107,11 +110,12 @@ def main() -> int:
         for name in order:
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             outputs[name] = tools[name](volume)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - start)
+            cpu_times[name].append(time.process_time() - cpu_start)
         max_diff = max(max_diff, float((outputs["medpipes"] - outputs["MONAI"]).abs().max()))
         del outputs
 
@@ -122,9 +126,12 @@ def main() -> int:
         f"gaussian (sigma {SIGMA_SCALE} x patch), {n_patches} patches, sw_batch_size {args.sw_batch_size}, "
         f"device {device}, {args.threads} thread(s), median of {args.repeats}"
     )
-    print(f"{'tool':<10} {'median s':>10} {'min s':>10}")
+    print(f"{'tool':<10} {'median s':>10} {'min s':>10} {'CPU s':>10}")
     for name, values in times.items():
-        print(f"{name:<10} {statistics.median(values):>10.2f} {min(values):>10.2f}")
+        cpu = statistics.median(cpu_times[name])
+        print(f"{name:<10} {statistics.median(values):>10.2f} {min(values):>10.2f} {cpu:>10.2f}")
+    paired = [m / o for m, o in zip(times["medpipes"], times["MONAI"])]
+    print("per-round ratios medpipes/MONAI: " + ", ".join(f"{r:.3f}" for r in paired))
     print(f"max abs difference medpipes vs MONAI: {max_diff:.3g} (tolerance {TOLERANCE:g})")
     ratio = statistics.median(times["medpipes"]) / statistics.median(times["MONAI"])
     print(f"ratio={ratio:.3f}")

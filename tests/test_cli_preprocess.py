@@ -103,7 +103,7 @@ def test_preprocess_writes_outputs_whose_geometry_is_what_the_steps_say(head, tm
     t1 = read_image(t1_path)
     out = tmp_path / "out"
     code, stdout, err = run(
-        capsys, "preprocess", t1_path, seg_path, out, "--steps", "reorient:RAS,resample:1x1.5x3,zscore:nonzero",
+        capsys, "preprocess", t1_path, seg_path, out, "--steps", "reorient:RAS,resample:1x1.5x3,n4:iterations=[20,20],zscore:nonzero",
         "--label", "Subj1_T1_DLMUSE", "--record", tmp_path / "record.json",
     )
     assert code == 0, err
@@ -124,8 +124,8 @@ def test_preprocess_writes_outputs_whose_geometry_is_what_the_steps_say(head, tm
     assert "Subj1_T1.nii.gz" in stdout and "spacing 1 x 1.5 x 3 mm" in stdout and "RAS" in stdout
     record = json.loads((tmp_path / "record.json").read_text())
     assert record["inputs"] == ["Subj1_T1", "Subj1_T1_DLMUSE"]
-    assert [s["step"] for s in record["steps"]] == ["reorient", "resample", "zscore"]
-    assert list(record["steps"][2]["records"]) == ["Subj1_T1"]  # z-score skipped the label map
+    assert [s["step"] for s in record["steps"]] == ["reorient", "resample", "n4", "zscore"]
+    assert list(record["steps"][2]["records"]) == list(record["steps"][3]["records"]) == ["Subj1_T1"]  # labels skipped
 
 
 @pytest.mark.realdata

@@ -94,8 +94,10 @@ def test_only_medpipes_networks_are_saved_as_checkpoints(tmp_path):
 
 
 def test_torchscript_export_imports_back_and_runs_like_the_eager_network(tmp_path):
-    net = _trained_unet()
+    net = _trained_unet().train()
     path = export_torchscript(net, tmp_path / "unet.ts", (1, 2, 8, 8, 8))
+    assert net.training  # the caller's mode is restored
+    net.eval()
     assert detect_weights_format(path) == "torchscript"
     imported = import_torchscript(path, in_channels=2, out_channels=3, spatial_dims=3, size_divisor=2)
     x = torch.randn(1, 2, 8, 8, 8)

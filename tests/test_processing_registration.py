@@ -230,5 +230,5 @@ def test_rigid_coregistration_recovers_a_known_motion_of_a_real_head(shared_data
     assert errors.mean() < 1.0 and errors.max() < 1.5
     assert np.linalg.norm(residual.apply_to_points(centre) - centre) < 1.0
     assert WorldTransform(found).rotation_degrees == pytest.approx(5.0, abs=1.0)
-    assert result["dice_registered"] > 0.98 and result["dice_moved"] < 0.95, result
+    assert result["dice_registered"] > 0.99 and result["dice_moved"] < 0.96, result  # measured 0.999 and 0.946
     assert result["inverted_on_input_grid"]

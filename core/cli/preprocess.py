@@ -248,6 +248,8 @@ def run_preprocess(
     if suffix not in WRITABLE:
         raise InputError(f"--suffix {suffix}: cannot write that format; use one of {', '.join(WRITABLE)}")
     named = output_names(inputs)
+    if record_path is not None and not record_path.parent.is_dir():
+        raise InputError(f"--record {record_path}: its folder does not exist; create it or write the record elsewhere")
     unknown = sorted(set(labels) - set(named))
     if unknown:
         raise InputError(f"--label names {unknown}, which are not inputs {sorted(named)}; use the file names without suffix")
@@ -267,18 +269,19 @@ def run_preprocess(
 
 def _write_all(output_dir: Path, outputs: Mapping[Path, Any], record_path: Path | None, record: dict, write: Callable) -> list[Path]:
     """Write into a staging folder inside ``output_dir``, then move each file into place; nothing stays on failure."""
+    from medpipes.core.io.atomic import atomic_write_text
+
     created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".medpipes-preprocess-", dir=output_dir))
     moved: list[Path] = []
     try:
         staged = {target: write(image, staging / target.name) for target, image in outputs.items()}
-        if record_path is not None:
-            staged[record_path] = staging / "record.json"
-            staged[record_path].write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         for target, path in staged.items():
             os.replace(path, target)
             moved.append(target)
+        if record_path is not None:
+            atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
     except BaseException:
         for target in moved:
             with contextlib.suppress(OSError):

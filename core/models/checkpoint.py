@@ -7,10 +7,11 @@ A checkpoint ``NAME.safetensors`` has its config beside it as ``NAME.json``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -113,10 +114,9 @@ def _example(network: nn.Module, example_shape: Sequence[int]) -> torch.Tensor:
 
 
 def export_torchscript(network: nn.Module, path: str | Path, example_shape: Sequence[int]) -> Path:
-    """Trace ``network`` (eval mode) on a random input of ``example_shape`` and save it as TorchScript."""
+    """Trace ``network`` in eval mode on a random input of ``example_shape`` and save it as TorchScript."""
     path = Path(path)
-    network = network.eval()
-    with torch.no_grad(), warnings.catch_warnings():
+    with _evaluating(network), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 flags torch.jit as deprecated
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks are constants for a fixed input size
         traced = torch.jit.trace(network, _example(network, example_shape), check_trace=False)
@@ -125,14 +125,24 @@ def export_torchscript(network: nn.Module, path: str | Path, example_shape: Sequ
     return path
 
 
+@contextlib.contextmanager
+def _evaluating(network: nn.Module) -> Iterator[None]:
+    """Eval mode for the export, the caller's train/eval mode restored afterwards."""
+    was_training = network.training
+    network.eval()
+    try:
+        yield
+    finally:
+        network.train(was_training)
+
+
 def export_onnx(network: nn.Module, path: str | Path, example_shape: Sequence[int], opset: int | None = None) -> Path:
-    """Export ``network`` (eval mode) to ONNX with the dynamo exporter at ``example_shape``; checked by onnx.checker."""
+    """Export ``network`` in eval mode to ONNX with the dynamo exporter at ``example_shape``; checked by onnx.checker."""
     import onnx
 
     path = Path(path)
-    network = network.eval()
     kwargs = {} if opset is None else {"opset_version": opset}
-    with torch.no_grad(), warnings.catch_warnings():
+    with _evaluating(network), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's progress notes are not the user's concern
         try:
             program = torch.onnx.export(

@@ -35,8 +35,8 @@ _FORMAT = "medpipes-transform"
 def to_ants(image: Image) -> Any:
     """An ``ants.ANTsImage`` with the same voxels and geometry (LPS); dtypes ANTs lacks are converted.
 
-    ANTs holds uint8, uint32, float32 and float64 pixels: other unsigned integers become uint32,
-    signed integers and other floats float32 (antspy keeps float pixels as float32 only).
+    antspy's from_numpy keeps uint8, uint32 and float32 pixels: other unsigned integers become
+    uint32; signed integers, float16 and float64 become float32 (signed ones would wrap otherwise).
     """
     import ants
 
@@ -253,7 +253,8 @@ class Coregister(Preprocessor):
     With ``resample=True`` (default) each moved image is resampled onto the reference's grid, so
     all outputs share one grid; with ``resample=False`` only affines change (no interpolation).
     ``follow`` maps inputs that move with another one, e.g. a label map drawn on the FLAIR:
-    ``{"flair_seg": "flair"}``; they get that input's transform (nearest neighbour for labels).
+    ``{"flair_seg": "flair"}``; they get that input's transform (nearest neighbour for labels). A
+    Chain hands a step label maps only when they are named in its ``on=[...]`` (or ``only=``).
     The transforms found are kept in ``transforms`` (by input name) and in each record, so
     ``invert`` brings an image on the reference grid back onto the input's own grid.
     """
