@@ -200,3 +200,76 @@ def test_run_files_refuses_to_overwrite_an_input(case, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="would overwrite an input"):
         Chain([Reorient("LPS")]).run_files({"t1": path}, tmp_path)
     assert read_image(path).orientation == "RAS"
+
+
+# --- records carry step-specific data ---------------------------------------------------------
+def test_record_extra_survives_json_and_pickle_and_is_a_private_copy() -> None:
+    import pickle
+
+    from medpipes.core.processing import Record
+
+    data = {"transform": {"matrix": [[1.0, 0.0], [0.0, 1.0]]}, "note": "n4 on t1"}
+    record = Record("custom", extra=data)
+    data["transform"]["matrix"][0][0] = 5.0
+    expected = {"transform": {"matrix": [[1.0, 0.0], [0.0, 1.0]]}, "note": "n4 on t1"}
+    assert Record.from_dict(json.loads(json.dumps(record.to_dict()))).extra == expected
+    assert pickle.loads(pickle.dumps(record)).extra == expected  # records may cross to worker processes
+    record.to_dict()["extra"]["note"] = "changed"
+    assert record.extra["note"] == "n4 on t1"
+
+
+def test_record_extra_that_is_not_json_data_is_refused() -> None:
+    from medpipes.core.processing import Record
+
+    with pytest.raises(ProcessingError, match="custom: record extra is not JSON data.*tolist"):
+        Record("custom", extra={"matrix": np.eye(2)})
+
+
+# --- in memory or on disk, either way -----------------------------------------------------------
+def test_a_step_applies_to_a_file_path_and_returns_the_image(case, tmp_path: Path) -> None:
+    from medpipes.core.processing import OneHot
+
+    path = write_image(case["t1"], tmp_path / "t1.nii.gz")
+    out, record = Resample(0.7)(path)
+    direct, _ = Resample(0.7)(case["t1"])
+    # The NIfTI file stores the affine in float32, hence not bit-equal voxels.
+    assert np.allclose(out.array, direct.array, atol=1e-4) and np.allclose(out.affine, direct.affine, atol=1e-5)
+    assert record.input_grid is not None and record.input_grid.matches(Grid.of(case["t1"]))
+    mask_path = write_image(case["mask"], tmp_path / "mask.nii.gz")
+    assert OneHot(2).apply(mask_path).shape == SHAPE + (2,)  # a label-only step reads the file as labels
+
+
+def test_a_chain_runs_on_paths_and_images_mixed_and_returns_images(case, tmp_path: Path) -> None:
+    paths = {name: write_image(image, tmp_path / f"{name}.nii.gz") for name, image in case.items()}
+    chain = Chain([Reorient("LPS"), Resample(0.7)])
+    from_files, _ = chain.run({"t1": paths["t1"], "mask": paths["mask"]}, labels=["mask"])
+    in_memory, _ = chain.run({"t1": case["t1"], "mask": case["mask"]})
+    assert isinstance(from_files["mask"], LabelMap) and not from_files["t1"].is_label
+    assert np.allclose(from_files["t1"].array, in_memory["t1"].array, atol=1e-4)  # affines stored in float32
+    assert np.mean(from_files["mask"].array == in_memory["mask"].array) > 0.999
+    with pytest.raises(InputError, match="input 't1': .*missing.nii.gz: no such file or folder"):
+        chain.run({"t1": tmp_path / "missing.nii.gz"})
+    with pytest.raises(InputError, match=r"labels= names \['seg'\], which are not inputs \['mask', 't1'\]"):
+        chain.run({"t1": paths["t1"], "mask": paths["mask"]}, labels=["seg"])
+
+
+def test_run_files_writes_images_given_in_memory(case, tmp_path: Path) -> None:
+    chain = Chain([Resample(0.7)])
+    written, record = chain.run_files({"t1": case["t1"], "mask": case["mask"]}, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mask.nii.gz", "t1.nii.gz"]
+    assert read_image(written["t1"]).spacing == pytest.approx((0.7,) * 3)
+    assert set(np.unique(read_image(written["mask"]).array)) == {0, 1}
+    assert record.inputs == ("t1", "mask")
+
+
+def test_chain_record_saved_and_loaded_from_a_file_still_inverts(case, tmp_path: Path) -> None:
+    chain = Chain([Reorient("PIR"), Resample(0.7), CropToForeground()])
+    outputs, record = chain.run(case)
+    path = record.save(tmp_path / "record.json")
+    back = chain.invert(outputs["mask"], ChainRecord.load(path), "mask")
+    assert np.array_equal(back.array, chain.invert(outputs["mask"], record, "mask").array)
+    (tmp_path / "bad.json").write_text('{"inputs": ["t1"]}')
+    with pytest.raises(InputError, match=r"bad.json: not a chain record.*ChainRecord.save"):
+        ChainRecord.load(tmp_path / "bad.json")
+    with pytest.raises(InputError, match="nope.json: chain record not found"):
+        ChainRecord.load(tmp_path / "nope.json")

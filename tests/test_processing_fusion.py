@@ -71,3 +71,13 @@ def test_kind_and_value_errors_are_clear():
     with pytest.raises(InputError, match="unknown method 'vote'; use one of majority, staple, mean"):
         fuse([labels([0]), labels([1])], "vote")
     assert fuse([labels([1, 0]), labels([1, 1]), labels([1, 0])], "majority").array.ravel().tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("orders", ["CCC", "FFF", "CFC", "FCF"])
+def test_fused_labels_stay_at_their_voxels_whatever_the_inputs_memory_order(orders):
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 4, size=(6, 7, 8)).astype(np.uint8)
+    noise = rng.integers(0, 4, size=truth.shape).astype(np.uint8)
+    inputs = [LabelMap(np.asarray(a, order=o), AFFINE) for a, o in zip((truth, noise, truth), orders)]
+    assert np.array_equal(majority_vote(inputs).array, truth)
+    assert np.array_equal(staple([inputs[0], inputs[2]]).array, truth)

@@ -181,3 +181,46 @@ def test_one_hot_refuses_labels_beyond_num_classes() -> None:
 def test_label_steps_refuse_intensity_images(step) -> None:
     with pytest.raises(InputError, match="needs a LabelMap"):
         step.apply(Image(np.zeros((4, 4, 4), np.float32), np.eye(4)))
+
+
+# --- undo spatial steps ------------------------------------------------------------------------
+def oblique(spacing=(1.0, 1.0, 2.0)) -> np.ndarray:
+    a = np.deg2rad(17.0)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]) @ np.diag(spacing)
+    affine[:3, 3] = (-10.0, 20.0, 5.5)
+    return affine
+
+
+def test_undo_spatial_brings_a_prediction_made_on_preprocessed_files_back_onto_the_input_grid(tmp_path) -> None:
+    from medpipes.core import read_image, write_image
+    from medpipes.core.processing import CropToForeground, Pad, Reorient, Resample, UndoSpatial
+
+    truth = np.zeros((10, 20, 30), np.uint8)
+    truth[2:8, 4:16, 5:25] = 1
+    t1 = Image(truth * 100.0 + 10.0, oblique())
+    source = write_image(t1, tmp_path / "t1.nii.gz")
+    chain = Chain([Reorient("LPS"), Resample(0.7), CropToForeground(margin_vox=2, threshold=50), Pad((40, 40, 40))])
+    written, record = chain.run_files([source], tmp_path / "pre")
+    record_path = record.save(tmp_path / "record.json")
+    preprocessed = read_image(written["t1"])
+    probabilities = Image(preprocessed.array / 110.0, preprocessed.affine)  # the "model": bright means foreground
+    post = Chain([Binarise(0.5), UndoSpatial(chain, record_path, "t1"), KeepLargestComponent()])
+    outputs, _ = post.run({"t1": probabilities})
+    back = outputs["t1"]
+    assert isinstance(back, LabelMap)
+    assert back.spatial_shape == t1.spatial_shape and np.allclose(back.affine, t1.affine, atol=1e-5)
+    assert np.mean(back.array == truth) > 0.97
+    probabilities_back = UndoSpatial(chain, record, "t1").apply(probabilities)
+    assert probabilities_back.dtype.kind == "f" and probabilities_back.spatial_shape == t1.spatial_shape
+
+
+def test_undo_spatial_refuses_an_unknown_input_or_another_chain(tmp_path) -> None:
+    from medpipes.core.processing import Reorient, Resample, UndoSpatial
+
+    chain = Chain([Reorient("LPS"), Resample(0.7)])
+    _, record = chain.run({"t1": Image(np.ones((4, 5, 6), np.float32), oblique())})
+    with pytest.raises(InputError, match="no input named 'flair' in the record; use one of \\['t1'\\]"):
+        UndoSpatial(chain, record, "flair")
+    with pytest.raises(InputError, match="not the chain's \\['resample'\\]; pass the chain that made the record"):
+        UndoSpatial([Resample(0.7)], record.to_dict(), "t1")

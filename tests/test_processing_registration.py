@@ -143,6 +143,41 @@ def test_coregister_moves_images_onto_the_reference_grid_and_labels_follow(image
     assert np.array_equal(restored.transform.matrix, motion.matrix)
 
 
+def test_a_chain_with_coregister_saved_to_json_and_read_back_still_inverts(image, known_motion):
+    from medpipes.core.processing import ChainRecord, Resample
+
+    flair = Image(image.array[:8, :18, :25] * 2, oblique_affine(spacing=(1.2, 1.1, 2.4)))
+    seg = LabelMap((flair.array > 200).astype(np.uint8), flair.affine)
+    chain = Chain([Coregister("t1", follow={"seg": "flair"}, on=["t1", "flair", "seg"]), Resample(1.5)])
+    out, record = chain.run({"t1": image, "flair": flair, "seg": seg})
+    restored = ChainRecord.from_dict(json.loads(json.dumps(record.to_dict())))
+    for name, source in (("flair", flair), ("seg", seg)):
+        back = chain.invert(out[name], restored, name)
+        direct = chain.invert(out[name], record, name)
+        assert back.same_grid(source) and np.array_equal(back.affine, source.affine)
+        assert np.array_equal(back.array, direct.array)
+    kept = RegistrationRecord.of(restored.steps[0][1]["flair"])
+    assert np.array_equal(kept.transform.matrix, known_motion[0].matrix)
+
+
+def test_a_record_without_its_transform_cannot_undo_coregistration(image, known_motion):
+    from medpipes.core.processing import Record
+
+    step = Coregister("t1")
+    out, record = Chain([step]).run({"t1": image, "flair": image.with_array(image.array * 2)})
+    data = record.steps[0][1]["flair"].to_dict()
+    stripped = Record.from_dict({**data, "extra": {}})
+    with pytest.raises(InputError, match="holds no transform"):
+        step.invert(out["flair"], stripped)
+
+
+def test_registration_records_in_the_earlier_json_form_are_still_read(known_motion):
+    motion = known_motion[0]
+    restored = RegistrationRecord.from_dict({"step": "coregister", "input_grid": None, "output_grid": None, "box": None,
+                                             "transform": motion.to_dict()})
+    assert np.array_equal(restored.transform.matrix, motion.matrix)
+
+
 def test_coregister_without_resampling_changes_only_affines_and_inverts_exactly(image, known_motion):
     motion, _ = known_motion
     flair = Image(image.array[::-1].copy(), oblique_affine(spacing=(1.2, 1.1, 2.4)))

@@ -7,7 +7,7 @@ import pytest
 
 from medpipes.core import Image, LabelMap, read_image
 from medpipes.core.errors import InputError
-from medpipes.core.processing import Chain, CropToForeground, Grid, Pad, Reorient, Resample
+from medpipes.core.processing import Chain, CropToForeground, Grid, Pad, Reorient, Resample, resample_onto
 
 SHAPE = (10, 20, 30)
 SPACING = (1.0, 1.0, 2.0)
@@ -260,3 +260,94 @@ def test_real_head_reorient_resample_crop_and_inverse_gives_back_the_input_grid(
     assert correlation > 0.95
     brain_back = chain.invert(outputs["brain"], record, "brain")
     assert np.mean(brain_back.array[inside] == brain.array[inside]) > 0.99
+
+
+# --- SimpleITK without transposed copies ---------------------------------------------------------
+def resample_through_to_sitk(image: Image, grid: Grid, mode: str) -> np.ndarray:
+    """The reference: ``Image.to_sitk`` (voxels transposed so SimpleITK's x is i), filter, transpose back."""
+    import SimpleITK as sitk
+    from medpipes.core.image import LPS_TO_RAS
+    from medpipes.core.processing.spatial import INTERPOLATORS
+
+    lps = LPS_TO_RAS @ grid.affine
+    spacing = np.array(grid.spacing)
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize(list(grid.spatial_shape))
+    resampler.SetOutputSpacing(spacing.tolist())
+    resampler.SetOutputOrigin(lps[:3, 3].tolist())
+    resampler.SetOutputDirection((lps[:3, :3] / spacing).flatten().tolist())
+    resampler.SetInterpolator(INTERPOLATORS[mode])
+    array = image.array if mode == "nearest" else image.array.astype(np.float32)
+    return sitk.GetArrayFromImage(resampler.Execute(Image(array, image.affine).to_sitk())).transpose(2, 1, 0)
+
+
+def other_oblique_grid() -> Grid:
+    """A target rotated against the input and anisotropic the other way, so no axis lines up."""
+    affine = oblique_affine(spacing=(0.8, 1.3, 0.6), origin=(-12.0, 18.5, 3.0))
+    tilt = np.deg2rad(11.0)
+    ry = np.array([[np.cos(tilt), 0, np.sin(tilt)], [0, 1, 0], [-np.sin(tilt), 0, np.cos(tilt)]])
+    affine[:3, :3] = ry @ affine[:3, :3]
+    return Grid((13, 17, 41), affine)
+
+
+def assert_equal_but_at_ties(out: np.ndarray, expected: np.ndarray, source: Image, grid: Grid) -> None:
+    """Nearest-neighbour results agree except where a voxel centre falls halfway between two input voxels.
+
+    There either neighbour is equally near and float rounding of the index (different with the
+    axes in another order) picks one: such voxels must hold one of the tied neighbours' values.
+    """
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in grid.spatial_shape], indexing="ij"), -1).reshape(-1, 3)
+    index = source.world_to_voxel(ijk @ grid.affine[:3, :3].T + grid.affine[:3, 3]).reshape(grid.spatial_shape + (3,))
+    tie = np.abs(np.abs(index - np.floor(index)) - 0.5) < 1e-6
+    differ = out != expected
+    assert not np.any(differ & ~tie.any(axis=-1))
+    for voxel in np.argwhere(differ):
+        low = np.floor(index[tuple(voxel)]).astype(int)
+        choices = {
+            source.array[tuple(np.clip(low + offset, 0, np.array(source.spatial_shape) - 1))]
+            for offset in np.ndindex(2, 2, 2)
+        }
+        assert out[tuple(voxel)] in choices and expected[tuple(voxel)] in choices
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("mode", ["linear", "bspline", "nearest"])
+def test_resample_without_transposed_copies_equals_the_to_sitk_path(noise_image: Image, order: str, mode: str) -> None:
+    source = Image(np.asarray(noise_image.array, order=order), noise_image.affine)
+    for grid in (Resample(0.7).target_grid(source), other_oblique_grid()):
+        out = resample_onto(source, grid, mode)
+        expected = resample_through_to_sitk(source, grid, mode)
+        assert out.dtype == expected.dtype and out.spatial_shape == grid.spatial_shape
+        assert out.array.flags[f"{order}_CONTIGUOUS"]  # the input's memory order: no transposed copy was made
+        if mode == "nearest":
+            assert_equal_but_at_ties(out.array, expected, source, grid)
+        else:
+            assert np.abs(out.array.astype(np.float64) - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_resampled_labels_without_transposed_copies_equal_the_to_sitk_path(labels: LabelMap, order: str) -> None:
+    source = LabelMap(np.asarray(labels.array, order=order), labels.affine)
+    for grid in (Resample(0.7).target_grid(source), other_oblique_grid()):
+        out = resample_onto(source, grid, "bspline")  # labels are always resampled with nearest neighbour
+        assert_equal_but_at_ties(out.array, resample_through_to_sitk(source, grid, "nearest"), source, grid)
+        assert isinstance(out, LabelMap) and out.dtype == labels.dtype
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_resample_of_a_4d_image_equals_the_to_sitk_path_volume_by_volume(image: Image, order: str) -> None:
+    source = Image(np.asarray(np.stack([image.array, 100 - image.array], axis=-1), order=order), image.affine)
+    grid = other_oblique_grid()
+    out = resample_onto(source, grid, "linear")
+    for t in range(2):
+        expected = resample_through_to_sitk(Image(source.array[..., t], source.affine), grid, "linear")
+        assert np.abs(out.array[..., t] - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("dtype", [">i2", ">f4", "float16"])
+def test_resample_takes_pixel_types_simpleitk_lacks(image: Image, dtype: str) -> None:
+    source = Image(image.array.astype(dtype), image.affine)
+    grid = Resample(0.7).target_grid(source)
+    out = resample_onto(source, grid, "linear")
+    expected = resample_through_to_sitk(Image(image.array.astype(dtype).astype(np.float32), image.affine), grid, "linear")
+    assert out.dtype == np.float32 and np.abs(out.array - expected).max() <= 1e-5 * np.abs(expected).max()

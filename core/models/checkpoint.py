@@ -137,7 +137,7 @@ def _evaluating(network: nn.Module) -> Iterator[None]:
 
 
 def export_onnx(network: nn.Module, path: str | Path, example_shape: Sequence[int], opset: int | None = None) -> Path:
-    """Export ``network`` in eval mode to ONNX with the dynamo exporter at ``example_shape``; checked by onnx.checker."""
+    """Export ``network`` in eval mode to ONNX (dynamo exporter) at ``example_shape``; checked by onnx.checker."""
     import onnx
 
     path = Path(path)

@@ -9,8 +9,10 @@ what is inverted lies where the step left it.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -19,18 +21,37 @@ from medpipes.core.errors import GeometryError, InputError, MedpipesError, Proce
 from medpipes.core.image import Image
 from medpipes.core.processing.grid import Grid
 
+ImageSource = Image | str | os.PathLike
+"""An Image in memory, or the path of a file (or DICOM folder) to read one from."""
+
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 """Per axis (start, stop) voxel indices of the input grid; may reach outside it (padding)."""
 
 
 @dataclass(frozen=True, eq=False)
 class Record:
-    """What one step did to one image: enough to undo it when the step is spatial."""
+    """What one step did to one image: enough to undo it when the step is spatial.
+
+    ``extra`` holds step-specific data (e.g. a registration's transform) as JSON values (str
+    keys; numbers, strings, booleans, None, lists, dicts): it is kept through ``to_dict`` and
+    ``from_dict``, so a record written to JSON and read back still undoes its step.
+    """
 
     step: str
     input_grid: Grid | None = None
     output_grid: Grid | None = None
     box: Box | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:  # a JSON round trip both checks the values and makes a private deep copy
+            extra = json.loads(json.dumps(dict(self.extra), allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ProcessingError(
+                f"{self.step}: record extra is not JSON data ({exc}); store plain numbers, strings, lists and dicts "
+                "(e.g. array.tolist())"
+            ) from None
+        object.__setattr__(self, "extra", extra)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -39,6 +60,7 @@ class Record:
             "input_grid": self.input_grid.to_dict() if self.input_grid else None,
             "output_grid": self.output_grid.to_dict() if self.output_grid else None,
             "box": [list(b) for b in self.box] if self.box else None,
+            "extra": json.loads(json.dumps(dict(self.extra))),
         }
 
     @classmethod
@@ -50,6 +72,7 @@ class Record:
             input_grid=Grid.from_dict(data["input_grid"]) if data.get("input_grid") else None,
             output_grid=Grid.from_dict(data["output_grid"]) if data.get("output_grid") else None,
             box=tuple((int(a), int(b)) for a, b in box) if box else None,  # type: ignore[arg-type]
+            extra=data.get("extra") or {},
         )
 
 
@@ -84,13 +107,14 @@ class Preprocessor:
         check_finite(image, self.name)
 
     # --- forward --------------------------------------------------------------------------
-    def __call__(self, image: Image) -> tuple[Image, Record]:
-        """Apply to one image; return the new image and the record of what was done."""
+    def __call__(self, image: ImageSource) -> tuple[Image, Record]:
+        """Apply to one image (or the file at a path); return the new image and the record of what was done."""
+        image = load_image(image, label=not self.accepts_images)
         self.check_input(image)
         return self._apply(image)
 
-    def apply(self, image: Image) -> Image:
-        """Apply to one image, dropping the record."""
+    def apply(self, image: ImageSource) -> Image:
+        """Apply to one image (or the file at a path), dropping the record."""
         return self(image)[0]
 
     def apply_all(self, images: Mapping[str, Image]) -> dict[str, tuple[Image, Record]]:
@@ -132,6 +156,18 @@ class Preprocessor:
     def __repr__(self) -> str:
         on = f", on={list(self.on)}" if self.on is not None else ""
         return f"{type(self).__name__}(name={self.name!r}{on})"
+
+
+def load_image(source: ImageSource, label: bool = False) -> Image:
+    """``source`` itself when it is an Image, else the image read from that path (a LabelMap when ``label``)."""
+    if isinstance(source, Image):
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise InputError(f"expected an Image or a path to an image file, got a {type(source).__name__}; wrap arrays as Image(array, affine)")
+    from medpipes.core.io import read_image  # imported here: the io stack is not needed for in-memory work
+
+    image = read_image(source)
+    return image.as_label_map() if label else image
 
 
 def check_finite(image: Image, step: str) -> None:

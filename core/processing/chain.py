@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,9 +10,10 @@ from typing import Any, Collection, Mapping, Sequence
 
 from medpipes.core.errors import InputError
 from medpipes.core.image import Image
-from medpipes.core.io import read_image, write_image
+from medpipes.core.io import write_image
+from medpipes.core.io.atomic import atomic_write_text
 from medpipes.core.io.formats import suffix_of
-from medpipes.core.processing.base import Preprocessor, Record, named_input
+from medpipes.core.processing.base import ImageSource, Preprocessor, Record, load_image, named_input
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +44,26 @@ class ChainRecord:
             ),
         )
 
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the record as JSON (atomically), e.g. to undo the spatial steps after inference."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "ChainRecord":
+        """Read a record written by ``save`` (or ``medpipes preprocess --record``)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{path}: chain record not found; check the path") from None
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: not a readable JSON chain record ({exc})") from None
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"{path}: not a chain record (missing or malformed {exc}); write it with ChainRecord.save") from None
+
 
 class Chain:
     """Steps applied in order to named images; ``invert`` undoes the spatial ones for one input."""
@@ -54,14 +76,28 @@ class Chain:
         self.steps: tuple[Preprocessor, ...] = tuple(steps)
 
     def run(
-        self, images: Mapping[str, Image], only: Mapping[str, Sequence[str]] | None = None
+        self,
+        images: Mapping[str, ImageSource],
+        only: Mapping[str, Sequence[str]] | None = None,
+        *,
+        labels: Collection[str] = (),
     ) -> tuple[dict[str, Image], ChainRecord]:
         """Run every step on its inputs; return all images (untouched ones as given) and the record.
 
-        A step runs on ``only[step.name]`` when given, else on its own ``on=[...]``, else on every
-        input it applies to (intensity steps skip label maps). Naming an input explicitly that the
-        step cannot take is an error, not a silent skip.
+        Inputs are Images or paths to read (those named in ``labels`` as label maps). A step runs on
+        ``only[step.name]`` when given, else on its own ``on=[...]``, else on every input it applies
+        to (intensity steps skip label maps). Naming an input explicitly that the step cannot take
+        is an error, not a silent skip.
         """
+        missing = sorted(set(labels) - set(images))
+        if missing:
+            raise InputError(f"chain: labels= names {missing}, which are not inputs {sorted(images)}; fix the names")
+        loaded = {}
+        for name, source in images.items():
+            with named_input(name):
+                image = load_image(source, label=name in labels)
+            loaded[name] = image.as_label_map() if name in labels and not image.is_label else image
+        images = loaded
         only = dict(only or {})
         unknown = sorted(set(only) - {step.name for step in self.steps})
         if unknown:
@@ -109,7 +145,7 @@ class Chain:
 
     def run_files(
         self,
-        paths: Mapping[str, str | os.PathLike[str]] | Sequence[str | os.PathLike[str]],
+        paths: Mapping[str, ImageSource] | Sequence[str | os.PathLike[str]],
         out_dir: str | os.PathLike[str],
         *,
         labels: Collection[str] = (),
@@ -118,24 +154,18 @@ class Chain:
     ) -> tuple[dict[str, Path], ChainRecord]:
         """Read inputs, run the chain, write each result atomically as ``out_dir/<name><suffix>``.
 
-        ``paths`` maps names to files (a plain list is named by file name without its suffix);
-        inputs named in ``labels`` are read as label maps. Returns the written paths and the record.
+        ``paths`` maps names to files or Images in memory (a plain list of files is named by file
+        name without its suffix); inputs named in ``labels`` are read as label maps. Returns the
+        written paths and the record.
         """
         named = dict(paths) if isinstance(paths, Mapping) else _names_from_files(paths)
-        missing = sorted(set(labels) - set(named))
-        if missing:
-            raise InputError(f"chain: labels= names {missing}, which are not inputs {sorted(named)}; fix the names")
         out_dir = Path(out_dir)
         targets = {name: out_dir / f"{name}{suffix}" for name in named}
-        sources = {Path(p).resolve() for p in named.values()}
-        for name, target in targets.items():
+        sources = {Path(p).resolve() for p in named.values() if not isinstance(p, Image)}
+        for target in targets.values():
             if target.resolve() in sources:
                 raise InputError(f"{target}: would overwrite an input; choose another output folder")
-        images = {}
-        for name, path in named.items():
-            image = read_image(path)
-            images[name] = image.as_label_map() if name in labels else image
-        results, record = self.run(images, only=only)
+        results, record = self.run(named, only=only, labels=labels)
         out_dir.mkdir(parents=True, exist_ok=True)
         return {name: write_image(results[name], target) for name, target in targets.items()}, record
 
@@ -144,6 +174,8 @@ def _names_from_files(paths: Sequence[str | os.PathLike[str]]) -> dict[str, str 
     """Name each path by its file name without the format suffix; refuse duplicates."""
     named: dict[str, str | os.PathLike[str]] = {}
     for path in paths:
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(f"chain: got a {type(path).__name__} in a list of files; pass a mapping of names to images or paths")
         file_name = Path(path).name
         suffix = suffix_of(path)
         name = file_name[: -len(suffix)] if suffix and file_name.lower().endswith(suffix) else file_name

@@ -15,6 +15,7 @@ from medpipes.core.errors import InputError, ProcessingError
 from medpipes.core.image import Image, LabelMap
 from medpipes.core.processing.base import check_finite
 from medpipes.core.processing.grid import require_one_grid
+from medpipes.core.processing._sitk_bridge import array_from_sitk, array_to_sitk, reverses_axes
 
 METHODS = ("majority", "staple", "mean")
 
@@ -97,16 +98,16 @@ def _check(images: Mapping[str, Image] | Sequence[Image], what: str, want_labels
 def _run_label_filter(label_filter: sitk.ImageFilter, named: Mapping[str, Image], what: str) -> LabelMap:
     first = next(iter(named.values()))
     top = max(int(image.array.max()) if image.array.size else 0 for image in named.values())
-    dtype, pixel = (np.uint16, sitk.sitkUInt16) if top < 65535 else (np.uint32, sitk.sitkUInt32)
-    # Every input takes the first one's geometry: require_one_grid already checked they agree.
-    inputs = [sitk.Cast(Image(image.array.astype(dtype), first.affine).to_sitk(), pixel) for image in named.values()]
+    dtype = np.uint16 if top < 65535 else np.uint32
+    # Every input takes the first one's geometry (require_one_grid checked they agree) and its axis order.
+    reverse = reverses_axes(first.array)
+    inputs = [array_to_sitk(image.array.astype(dtype, copy=False), first.affine, reverse)[0] for image in named.values()]
     try:
         result = label_filter.Execute(inputs)
     except RuntimeError as exc:
         message = [line for line in str(exc).splitlines() if line.strip()]
         raise ProcessingError(f"{what}: SimpleITK failed: {message[-1] if message else exc}") from None
-    array = sitk.GetArrayFromImage(result).transpose(2, 1, 0)
-    return LabelMap(np.ascontiguousarray(array), first.affine, first.meta)
+    return LabelMap(array_from_sitk(result, reverse), first.affine, first.meta)
 
 
 __all__ = ["METHODS", "fuse", "majority_vote", "mean_probabilities", "staple"]

@@ -5,7 +5,8 @@ Component and hole operations use scipy.ndimage; sizes are in mm3 from the grid'
 
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -13,6 +14,7 @@ from scipy import ndimage
 from medpipes.core.errors import InputError
 from medpipes.core.image import Image, LabelMap
 from medpipes.core.processing.base import Preprocessor, Record
+from medpipes.core.processing.chain import Chain, ChainRecord
 
 
 class Postprocessor(Preprocessor):
@@ -198,6 +200,52 @@ class FillHoles(Postprocessor):
                 filled = np.moveaxis(filled, 0, axis)
             out[filled & (out == 0)] = value
         return image.with_array(out)
+
+
+class UndoSpatial(Postprocessor):
+    """Bring a model output back onto an input's grid: undo, in reverse, the spatial steps ``chain`` ran on it.
+
+    ``record`` is what ``chain.run`` returned, its ``to_dict()`` form, or the JSON file written by
+    ``ChainRecord.save`` or ``medpipes preprocess --record`` (rebuild ``chain`` from the same steps).
+    ``input_name`` is the input whose grid to return to (e.g. 't1'). Label maps come back with
+    nearest neighbour, probabilities (3D or 4D) with linear interpolation. Not itself invertible.
+    """
+
+    def __init__(
+        self,
+        chain: Chain | Sequence[Preprocessor],
+        record: ChainRecord | Mapping[str, Any] | str | os.PathLike[str],
+        input_name: str,
+        *,
+        on: str | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(on=on, name=name or "undo_spatial")
+        self.chain = chain if isinstance(chain, Chain) else Chain(chain)
+        if isinstance(record, ChainRecord):
+            self.record = record
+        elif isinstance(record, Mapping):
+            try:
+                self.record = ChainRecord.from_dict(record)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise InputError(f"{self.name}: record is not a chain record's to_dict() (missing or malformed {exc})") from None
+        else:
+            self.record = ChainRecord.load(record)
+        if input_name not in self.record.inputs:
+            raise InputError(f"{self.name}: no input named '{input_name}' in the record; use one of {list(self.record.inputs)}")
+        made_by = [step for step, _ in self.record.steps]
+        if made_by != [step.name for step in self.chain.steps]:
+            raise InputError(
+                f"{self.name}: the record's steps {made_by} are not the chain's {[s.name for s in self.chain.steps]}; "
+                "pass the chain that made the record"
+            )
+        self.input_name = input_name
+
+    def process(self, image: Image) -> Image:
+        return self.chain.invert(image, self.record, self.input_name)
+
+    def __repr__(self) -> str:
+        return f"UndoSpatial(input_name={self.input_name!r}, steps={[s.name for s in self.chain.steps]})"
 
 
 def _labels_3d(image: Image, step: str) -> np.ndarray:

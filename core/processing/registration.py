@@ -232,19 +232,38 @@ def _ants_seed(seed: int | None) -> Iterator[None]:
 # --- the step -----------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class RegistrationRecord(Record):
-    """A Record that also holds the transform (moving world -> reference world) it applied."""
+    """A Record that also holds the transform (moving world -> reference world) it applied.
+
+    The transform is also kept in ``extra["transform"]``, so a plain ``Record.from_dict`` (as in
+    ``ChainRecord.from_dict``) keeps it and ``Coregister`` can still invert from what was read back.
+    """
 
     transform: WorldTransform = field(default_factory=WorldTransform.identity)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, the transform included."""
-        return {**super().to_dict(), "transform": self.transform.to_dict()}
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra", {**self.extra, "transform": self.transform.to_dict()})
+        super().__post_init__()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RegistrationRecord:
-        """Inverse of ``to_dict``."""
-        base = Record.from_dict(data)
-        return cls(base.step, base.input_grid, base.output_grid, base.box, WorldTransform.from_dict(data["transform"]))
+        """Inverse of ``to_dict`` (also reads the earlier form with ``transform`` beside ``step``)."""
+        record = Record.from_dict(data)
+        if "transform" not in record.extra and isinstance(data.get("transform"), Mapping):
+            return cls(record.step, record.input_grid, record.output_grid, record.box, record.extra, WorldTransform.from_dict(data["transform"]))
+        return cls.of(record)
+
+    @classmethod
+    def of(cls, record: Record) -> RegistrationRecord:
+        """The registration record held by ``record`` (one read back as a plain Record, say)."""
+        if isinstance(record, RegistrationRecord):
+            return record
+        data = record.extra.get("transform")
+        if not isinstance(data, Mapping):
+            raise InputError(
+                f"{record.step}: the record holds no transform (no extra['transform']); "
+                "pass the record co-registration returned, or its to_dict() read back"
+            )
+        return cls(record.step, record.input_grid, record.output_grid, record.box, record.extra, WorldTransform.from_dict(data))
 
 
 class Coregister(Preprocessor):
@@ -328,15 +347,11 @@ class Coregister(Preprocessor):
             moved = type(image)(image.array.copy(), image.affine, image.meta)  # the reference itself: untouched
         else:
             moved = transform.apply(image, onto=reference if self.resample else None, interpolation=self.interpolation)
-        record = RegistrationRecord(self.name, Grid.of(image), Grid.of(moved), None, transform)
+        record = RegistrationRecord(self.name, Grid.of(image), Grid.of(moved), transform=transform)
         return moved, record
 
     def _invert(self, image: Image, record: Record) -> Image:
-        if not isinstance(record, RegistrationRecord):
-            raise InputError(
-                f"{self.name}: the record holds no transform (it was read back as a plain Record); "
-                "use RegistrationRecord.from_dict, or the record the step returned"
-            )
+        record = RegistrationRecord.of(record)
         assert record.input_grid is not None
         if record.input_grid.matches(record.output_grid):  # type: ignore[arg-type]
             return type(image)(image.array, record.input_grid.affine, image.meta)

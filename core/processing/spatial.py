@@ -13,9 +13,10 @@ import SimpleITK as sitk
 from nibabel import orientations
 
 from medpipes.core.errors import InputError, ProcessingError
-from medpipes.core.image import LPS_TO_RAS, Image
+from medpipes.core.image import Image
 from medpipes.core.processing.base import Box, Preprocessor, Record, named_input
 from medpipes.core.processing.grid import Grid, require_one_grid
+from medpipes.core.processing._sitk_bridge import array_from_sitk, array_to_sitk, resampler_onto, reverses_axes, sitk_ready
 
 INTERPOLATORS: dict[str, int] = {
     "linear": sitk.sitkLinear,
@@ -136,30 +137,32 @@ class Resample(Preprocessor):
 
 
 def resample_onto(image: Image, grid: Grid, interpolation: str = "linear") -> Image:
-    """``image`` resampled onto ``grid`` (world positions kept; outside the input is 0; labels nearest)."""
+    """``image`` resampled onto ``grid`` (world positions kept; outside the input is 0; labels nearest).
+
+    Linear and B-spline results are float32 (float64 input stays float64); nearest keeps the dtype.
+    The result keeps the input's memory order (C or F): the voxels are copied once into SimpleITK
+    and once out, never transposed (``_sitk_bridge``).
+    """
     if interpolation not in INTERPOLATORS:
         raise InputError(f"resample: unknown interpolation '{interpolation}'; use one of {', '.join(INTERPOLATORS)}")
     mode = "nearest" if image.is_label else interpolation
-    lps = LPS_TO_RAS @ grid.affine
-    spacing = np.array(grid.spacing)
-    resampler = sitk.ResampleImageFilter()
-    resampler.SetSize([int(n) for n in grid.spatial_shape])
-    resampler.SetOutputSpacing(spacing.tolist())
-    resampler.SetOutputOrigin(lps[:3, 3].tolist())
-    resampler.SetOutputDirection((lps[:3, :3] / spacing).flatten().tolist())
-    resampler.SetInterpolator(INTERPOLATORS[mode])
-    resampler.SetDefaultPixelValue(0)
-    volumes = []
-    for volume in image.volumes():
-        array = volume.array
-        if mode != "nearest" and array.dtype != np.float64:
-            array = array.astype(np.float32)
-        elif array.dtype == np.float16:
-            array = array.astype(np.float32)  # SimpleITK has no float16
-        source = Image(array, volume.affine).to_sitk()
-        volumes.append(sitk.GetArrayFromImage(resampler.Execute(source)).transpose(2, 1, 0))
-    data = volumes[0] if image.array.ndim == 3 else np.stack(volumes, axis=-1)
-    return type(image)(np.ascontiguousarray(data), grid.affine, image.meta)
+    array = sitk_ready(image.array)
+    reverse = reverses_axes(array)
+    # Interpolating integers straight into float32 output gives the same voxels as converting them first, without the copy.
+    output_pixel = sitk.sitkUnknown if mode == "nearest" or array.dtype == np.float64 else sitk.sitkFloat32
+    resampler = resampler_onto(grid, reverse, INTERPOLATORS[mode], output_pixel)
+
+    def one(volume: np.ndarray) -> np.ndarray:
+        return array_from_sitk(resampler.Execute(array_to_sitk(volume, image.affine, reverse)[0]), reverse)
+
+    if array.ndim == 3:
+        return type(image)(one(array), grid.affine, image.meta)
+    first = one(array[..., 0])
+    data = np.empty(grid.spatial_shape + (array.shape[3],), first.dtype, order="C" if reverse else "F")
+    data[..., 0] = first
+    for t in range(1, array.shape[3]):
+        data[..., t] = one(array[..., t])
+    return type(image)(data, grid.affine, image.meta)
 
 
 def _three(value: float | Sequence[float]) -> np.ndarray:
