@@ -50,6 +50,10 @@ def _register() -> None:
     from medpipes.core.cli import preprocess as preprocess_cli
 
     app.command("preprocess", help=preprocess_cli.preprocess.__doc__)(preprocess_cli.preprocess)
+    from medpipes.core.cli import train as train_cli
+
+    app.command("train", help=train_cli.train.__doc__)(train_cli.train)
+    app.command("evaluate", help=train_cli.evaluate.__doc__)(train_cli.evaluate)
 
 
 def error_line(message: str) -> None:
