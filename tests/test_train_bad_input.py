@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from medpipes.core.cli.main import main
 
 _spec = importlib.util.spec_from_file_location("medpipes_tests_train_cases", Path(__file__).parent / "train_cases.py")

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
-
 from medpipes.core.errors import InputError
 
 
@@ -39,7 +38,11 @@ def run_training(
     network = build_network(config.model, where=f"{where}: model")
     loss_params = dict(config.loss or {"name": "dice_ce"})
     loss = build_loss(loss_params.pop("name"), **loss_params)
-    data = prepare_training_data(config, base, where)
+    if resume is None and (out / "checkpoints" / "last.safetensors").exists():
+        raise InputError(
+            f"{out}: already holds a training run; continue it with --resume {out / 'checkpoints' / 'last.safetensors'} "
+            "or choose another output_dir"
+        )
     if resume is not None:
         if not Path(resume).is_file():
             raise InputError(f"{resume}: checkpoint to resume from not found; give a run's checkpoints/last.safetensors")
@@ -51,9 +54,10 @@ def run_training(
         config.scheduler,
         config.training,
         config.validation,
-        input_group=data.input_group,
-        label_group=data.label_group,
+        input_group=config.data.input_group,
+        label_group=config.data.label_group,
     )
+    data = prepare_training_data(config, base, where)
     digest = config_hash(config)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if rank0:
@@ -89,11 +93,11 @@ def run_training(
 def train(
     config: Annotated[Path, typer.Argument(help="Training config (YAML).")],
     resume: Annotated[
-        Optional[Path], typer.Option("--resume", help="Continue from a run's checkpoints/last.safetensors.")
+        Path | None, typer.Option("--resume", help="Continue from a run's checkpoints/last.safetensors.")
     ] = None,
-    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Overrides output_dir.")] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Overrides output_dir.")] = None,
     stop_after_epoch: Annotated[
-        Optional[int], typer.Option("--stop-after-epoch", help="End after this epoch (resume later with --resume).")
+        int | None, typer.Option("--stop-after-epoch", help="End after this epoch (resume later with --resume).")
     ] = None,
 ) -> None:
     """Train a network from a YAML config; writes checkpoints, metrics.csv, curves.png, config.yaml and MODEL_CARD.md.
@@ -112,7 +116,7 @@ def evaluate(
     labels: Annotated[Path, typer.Argument(help="Folder of reference label maps (matched by file name).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Scores CSV to write.")] = Path("scores.csv"),
     label: Annotated[
-        Optional[list[int]], typer.Option("--label", "-l", help="Label value to score (repeatable; default: all found).")
+        list[int] | None, typer.Option("--label", "-l", help="Label value to score (repeatable; default: all found).")
     ] = None,
     binarise: Annotated[bool, typer.Option("--binarise", help="Score every label > 0 as one foreground label.")] = False,
 ) -> None:

@@ -26,21 +26,30 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
-
 from medpipes.core.data import CaseDataset, DataCollection, PatchQueue, PatchSampler
 from medpipes.core.errors import InputError
 from medpipes.core.io.atomic import atomic_path, atomic_write_text
 from medpipes.core.models.base import Network
-from medpipes.core.models.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+from medpipes.core.models.checkpoint import (
+    load_checkpoint,
+    read_checkpoint_config,
+    save_checkpoint,
+)
 from medpipes.core.models.device import resolve_device
 from medpipes.core.models.metrics import dice_per_label
-from medpipes.core.models.train_config import OptimizerConfig, SchedulerConfig, TrainingConfig, ValidationConfig
+from medpipes.core.models.train_config import (
+    OptimizerConfig,
+    SchedulerConfig,
+    TrainingConfig,
+    ValidationConfig,
+)
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds")
 STATE_FORMAT = "medpipes-training-state"
+SEGMENTATION_ARCHITECTURES = ("unet", "fcn")
 
 
 # --- seeding and distribution --------------------------------------------------------------------
@@ -160,6 +169,11 @@ class Model:
     ) -> None:
         if not isinstance(network, Network):
             raise InputError(f"Model needs a medpipes network (UNet, FCN, VGGNet), got {type(network).__name__}")
+        if network.architecture not in SEGMENTATION_ARCHITECTURES:
+            raise InputError(
+                f"the training engine trains segmentation networks ({', '.join(SEGMENTATION_ARCHITECTURES)}); "
+                f"model.architecture is {network.architecture!r}: choose one of those"
+            )
         if network.spatial_dims != 3:
             raise InputError(
                 f"the training engine trains 3D segmentation networks; model.spatial_dims is {network.spatial_dims}: "
@@ -197,6 +211,7 @@ class Model:
         """
         t = self.training
         output_dir = Path(output_dir)
+        joined_here = not (dist.is_available() and dist.is_initialized())
         ctx, device = init_distributed(t.device)
         amp = device.type == "cuda" if t.amp is None else (bool(t.amp) and device.type == "cuda")
         seed_everything(t.seed)
@@ -267,6 +282,8 @@ class Model:
             loader.dataset.close()
         if ctx.active:
             dist.barrier()
+            if joined_here:
+                dist.destroy_process_group()
         network.eval()
         return FitResult(
             history,
@@ -287,9 +304,9 @@ class Model:
             # batch B sees exactly the cases a 1-process run with batch 2B sees.
             sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=t.seed)
             return DataLoader(
-                dataset,
+                _EpochCases(dataset),
                 batch_size=t.batch_size,
-                sampler=sampler,
+                sampler=_WithEpoch(sampler),
                 num_workers=t.num_workers,
                 collate_fn=list,
                 worker_init_fn=seed_worker,
@@ -332,18 +349,16 @@ class Model:
         ctx: Distributed,
     ) -> float:
         t = self.training
-        if isinstance(loader.sampler, DistributedSampler):
+        if isinstance(loader.sampler, _WithEpoch):
             loader.sampler.set_epoch(epoch)
-            loader.dataset.set_epoch(epoch)
             loader.generator.manual_seed(t.seed * 1_000_003 + epoch)  # worker seeds depend on the epoch only
         else:
             loader.dataset.epoch = epoch
         module.train()
         optimizer.zero_grad(set_to_none=True)
         total, count, pending = 0.0, 0, 0
-        batches = list(loader) if t.accumulate > 1 else loader
-        n_batches = len(batches) if t.accumulate > 1 else None
-        for step, items in enumerate(batches, start=1):
+        n_batches = len(loader)  # known for both loaders, so a short last accumulation group is recognised
+        for step, items in enumerate(loader, start=1):
             images, labels = self._batch(items, device)
             last_of_group = t.accumulate == 1 or step % t.accumulate == 0 or step == n_batches
             sync = last_of_group or not isinstance(module, nn.parallel.DistributedDataParallel)
@@ -409,6 +424,40 @@ class Model:
         if totals[2] == 0:
             raise InputError("the validation set is empty; give the split at least one validation subject")
         return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+
+class _WithEpoch(Sampler):
+    """A DistributedSampler whose indices travel with the epoch, so persistent workers augment for the right epoch."""
+
+    def __init__(self, sampler: DistributedSampler) -> None:
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle and augment for epoch ``epoch``."""
+        self.epoch = int(epoch)
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(index, self.epoch) for index in self.sampler])
+
+
+class _EpochCases(Dataset):
+    """CaseDataset read by (index, epoch) keys (a worker's copy never misses an epoch change)."""
+
+    def __init__(self, dataset: CaseDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, epoch = key
+        self.dataset.set_epoch(epoch)
+        return self.dataset[index]
 
 
 def _case_subset(collection: DataCollection, case_ids: Sequence[str]) -> DataCollection:

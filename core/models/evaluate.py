@@ -6,12 +6,11 @@ import csv
 import io
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-
 from medpipes.core.errors import InputError
 from medpipes.core.image import Image, LabelMap
 from medpipes.core.io.atomic import atomic_write_text

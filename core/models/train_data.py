@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from medpipes.core.data import DataCollection, read_splits
 from medpipes.core.data.augment import (
     Augmentation,
@@ -85,7 +84,7 @@ def split_subjects(config: TrainConfig, base: Path, subjects: Sequence[str], whe
         train = list(s.train) if s.train else [x for x in subjects if x not in set(val)]
     else:
         order = [subjects[i] for i in np.random.default_rng(s.seed).permutation(len(subjects))]
-        n_val = max(1, int(round(len(subjects) * s.val_fraction)))
+        n_val = max(1, round(len(subjects) * s.val_fraction))
         if n_val >= len(subjects):
             raise InputError(f"{where}: splits: {len(subjects)} subject(s) cannot give both training and validation sets")
         val, train = sorted(order[:n_val]), sorted(order[n_val:])
@@ -141,7 +140,10 @@ def build_preprocessing(items: Sequence[Any], where: str) -> Any:
 def preprocess_collection(
     collection: DataCollection, chain: Any, input_group: str, label_group: str, binarise: bool
 ) -> DataCollection:
-    """Every case loaded, its labels binarised if asked, run through ``chain``, held in memory."""
+    """Every case loaded, its labels binarised if asked, run through ``chain``, held in memory.
+
+    For sets too large for memory, preprocess once into HDF5 (``DataCollection.to_hdf5``) and train from ``data.hdf5``.
+    """
     cases: dict[str, dict[str, dict[str, Image]]] = {}
     subjects = {}
     targets = {}
@@ -199,7 +201,10 @@ def prepare_training_data(config: TrainConfig, base: Path, where: str) -> Traini
     chain = build_preprocessing(config.preprocessing, where)
     augmentation = build_augmentation(config.augmentation, where)
     collection = collection.subset(train_subjects + val_subjects)
-    processed = preprocess_collection(collection, chain, d.input_group, d.label_group, d.binarise_labels)
+    if chain is None and not d.binarise_labels:
+        processed = collection  # nothing to change: cases stay on disk and load when asked
+    else:
+        processed = preprocess_collection(collection, chain, d.input_group, d.label_group, d.binarise_labels)
     model = config.model
     check_against_network(
         processed, d.input_group, d.label_group, int(model.get("in_channels", 1)), int(model.get("out_channels", 2)), where

@@ -1,0 +1,48 @@
+"""The brain-extraction plan: pipeline.yaml, the training config and the hold-out rule agree."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import yaml
+
+from medpipes.core.models.train_config import load_train_config
+from medpipes.pipelines.brain_extraction import spec
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDER = ROOT / "pipelines" / "brain_extraction"
+HELD_OUT = {"Subj16", "Subj17", "Subj18"}
+
+
+def _train_script():
+    path = ROOT / "scripts" / "train_brain_extraction.py"
+    module_spec = importlib.util.spec_from_file_location("train_brain_extraction", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_spec_loads_from_package_resources() -> None:
+    plan = spec()
+    assert plan.name == "brain_extraction" and plan.model == "brain-extraction-unet"
+    assert plan.output("mask") == "brain_mask" and plan.output("masked_image") == "brain"
+    assert plan.plausibility["volume_ml"] == [800, 2200]
+
+
+def test_inference_preprocessing_equals_training_preprocessing() -> None:
+    train = yaml.safe_load((FOLDER / "train.yaml").read_text())
+    assert list(spec().preprocessing) == train["preprocessing"]
+
+
+def test_training_config_is_valid_and_its_model_takes_one_channel() -> None:
+    config, _ = load_train_config(FOLDER / "train.yaml")
+    assert config.model["in_channels"] == 1 and config.model["out_channels"] == 2
+
+
+def test_held_out_subjects_never_enter_training() -> None:
+    config, _ = load_train_config(FOLDER / "train.yaml")
+    assert not HELD_OUT & set(config.splits.train + config.splits.val)
+    script = _train_script()
+    assert not HELD_OUT & set(script.TRAINING_SUBJECTS)
+    assert script.data_root_from_config() == (ROOT / "build" / "brain_extraction" / "data").resolve()
