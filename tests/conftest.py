@@ -39,3 +39,22 @@ def dicom_cases():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+import numpy as np  # noqa: E402 (appended below the original fixtures)
+
+
+@pytest.fixture(scope="session")
+def oblique_affine() -> Callable[..., np.ndarray]:
+    """``oblique_affine(spacing, origin, degrees=(about_z, about_x))``: an anisotropic voxel->RAS affine, oblique in two axes."""
+
+    def make(spacing=(1.0, 1.0, 2.0), origin=(-10.0, 20.0, 5.5), degrees=(17.0, -8.0)) -> np.ndarray:
+        a, b = np.deg2rad(degrees[0]), np.deg2rad(degrees[1])
+        rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+        rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+        affine = np.eye(4)
+        affine[:3, :3] = rz @ rx @ np.diag(spacing)
+        affine[:3, 3] = origin
+        return affine
+
+    return make

@@ -67,8 +67,27 @@ class Served:
     delay_s: float = 0.0
 
 
+class _LocalServer:
+    """An HTTP handler class served on 127.0.0.1 (port 0) from a daemon thread."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+
 @dataclass
-class FileServer:
+class FileServer(_LocalServer):
     """A ThreadingHTTPServer on 127.0.0.1 (port 0) that serves bytes, supports Range, and records requests."""
 
     files: dict[str, Served] = field(default_factory=dict)
@@ -86,21 +105,12 @@ class FileServer:
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 owner._handle(self)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self._serve(Handler)
         return self
 
     def close(self) -> None:
         self.stop.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        super().close()
 
     def url(self, path: str) -> str:
         return f"{self.base}{path}"
@@ -155,7 +165,7 @@ class FileServer:
 
 
 @dataclass
-class RecordingProxy:
+class RecordingProxy(_LocalServer):
     """A forward HTTP proxy on 127.0.0.1 that records each request line and relays it to its origin."""
 
     seen: list[str] = field(default_factory=list)
@@ -185,17 +195,6 @@ class RecordingProxy:
                 self.wfile.write(body)
                 conn.close()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self._serve(Handler)
         return self
 
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"

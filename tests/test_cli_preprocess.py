@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from medpipes.core.cli.main import main
-from medpipes.core.cli.preprocess import StepSpec, build_steps, parse_config, parse_steps, preprocess, step_factories
+from medpipes.core.cli.preprocess import parse_config, preprocess
 from medpipes.core.errors import InputError
 from medpipes.core.image import Image
 from medpipes.core.io import read_image, write_image
 from medpipes.core.processing import Reorient, Resample
 from medpipes.core.processing.bias import N4BiasFieldCorrection
 from medpipes.core.processing.intensity import CTWindow, ZScore
+from medpipes.core.processing.spec import StepSpec, build_steps, parse_steps, step_factories
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

@@ -11,19 +11,8 @@ from medpipes.core import Image, ImageMeta, LabelMap
 from medpipes.core.errors import GeometryError
 
 
-def oblique_affine(spacing=(1.0, 1.0, 2.0), origin=(-10.0, 20.0, 5.5)) -> np.ndarray:
-    """An anisotropic, oblique, left-handed-free affine (rotation about two axes)."""
-    a, b = np.deg2rad(17.0), np.deg2rad(-8.0)
-    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    affine = np.eye(4)
-    affine[:3, :3] = rz @ rx @ np.diag(spacing)
-    affine[:3, 3] = origin
-    return affine
-
-
 @pytest.fixture
-def oblique_image() -> Image:
+def oblique_image(oblique_affine) -> Image:
     rng = np.random.default_rng(0)
     return Image(rng.integers(0, 1000, size=(10, 20, 30)).astype(np.int16), oblique_affine(),
                  ImageMeta(modality="MR", series_instance_uid="1.2.3"))
@@ -92,7 +81,7 @@ def test_sitk_physical_point_matches_our_world_coordinates(oblique_image: Image)
     assert np.allclose(lps * [-1, -1, 1], ras)
 
 
-def test_four_dimensional_images_convert_both_ways() -> None:
+def test_four_dimensional_images_convert_both_ways(oblique_affine) -> None:
     arr = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
     image = Image(arr, oblique_affine())
     back = Image.from_sitk(image.to_sitk())

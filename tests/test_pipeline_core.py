@@ -134,10 +134,11 @@ def test_report_names_versions_model_inputs_steps_volume_and_checks(ball_path: P
     assert (tmp_path / "out" / "qc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_second_input_on_another_grid_is_coregistered_and_gets_its_own_mask(ball_path: Path, tmp_path: Path) -> None:
-    other = ball_image(spacing=(2.4, 2.0, 2.0), degrees=-10.0, shape=(64, 76, 76))
+def test_second_input_on_another_grid_is_coregistered_and_gets_its_own_mask(tmp_path: Path) -> None:
+    first_path = write_image(ball_image(spacing=(2.5, 2.5, 2.5), shape=(60, 60, 60)), tmp_path / "ball_t1.nii.gz")
+    other = ball_image(spacing=(3.2, 3.0, 3.0), degrees=-10.0, shape=(48, 50, 50))
     other_path = write_image(other, tmp_path / "ball_flair.nii.gz")
-    result = pipeline().run([ball_path, other_path], tmp_path / "out")
+    result = pipeline().run([first_path, other_path], tmp_path / "out")
     assert set(result.outputs) >= {"mask", "ball_t1_mask", "ball_flair_mask"}
     flair_mask = read_image(result.outputs["ball_flair_mask"])
     assert flair_mask.same_grid(other)
@@ -224,3 +225,10 @@ def test_probabilities_and_intermediates_are_written_when_asked(ball_path: Path,
     assert result.outputs["chain_record"].is_file()
     assert read_image(result.outputs["ball_t1_preprocessed"]).spacing == pytest.approx((2.0, 2.0, 2.0), abs=0.05)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".medpipes-staging-")]
+
+
+def test_chain_puts_coregistration_first_and_n4_after_reorientation() -> None:
+    chain = pipeline().build_chain(["t1", "flair"], n4=True, registered=False)
+    assert [step.name for step in chain.steps] == ["coregister", "reorient", "n4", "resample", "rescale"]
+    chain = pipeline().build_chain(["t1", "flair"], n4=False, registered=True)
+    assert [step.name for step in chain.steps] == ["reorient", "resample", "rescale"]

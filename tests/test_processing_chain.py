@@ -26,19 +26,8 @@ from medpipes.core.processing import (
 SHAPE = (10, 20, 30)
 
 
-def oblique_affine(spacing=(1.0, 1.0, 2.0), origin=(-10.0, 20.0, 5.5)) -> np.ndarray:
-    """Anisotropic and oblique (rotation about two axes): the pattern of tests/test_image.py."""
-    a, b = np.deg2rad(17.0), np.deg2rad(-8.0)
-    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    affine = np.eye(4)
-    affine[:3, :3] = rz @ rx @ np.diag(spacing)
-    affine[:3, 3] = origin
-    return affine
-
-
 @pytest.fixture
-def case() -> dict[str, Image]:
+def case(oblique_affine) -> dict[str, Image]:
     rng = np.random.default_rng(7)
     t1 = np.zeros(SHAPE, np.float32)
     t1[2:8, 4:16, 5:25] = rng.random((6, 12, 20)).astype(np.float32) + 0.5
@@ -112,7 +101,7 @@ def test_images_on_different_grids_given_to_a_one_grid_step_name_both_grids(case
         assert fragment in message
 
 
-def test_crop_of_an_empty_image_says_what_to_change() -> None:
+def test_crop_of_an_empty_image_says_what_to_change(oblique_affine) -> None:
     with pytest.raises(ProcessingError, match="no voxel above 0.*lower threshold="):
         CropToForeground()(Image(np.zeros(SHAPE, np.float32), oblique_affine()))
 

@@ -24,24 +24,19 @@ from medpipes.core.processing.intensity import (
 )
 
 
-def oblique_affine(spacing=(1.0, 1.0, 2.0), origin=(-5.0, 12.0, 30.0)) -> np.ndarray:
+@pytest.fixture
+def affine(oblique_affine) -> np.ndarray:
     """An oblique voxel-to-RAS affine (rotated about two axes), anisotropic spacing."""
-    a, b = np.radians(20), np.radians(-10)
-    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    affine = np.eye(4)
-    affine[:3, :3] = rz @ rx @ np.diag(spacing)
-    affine[:3, 3] = origin
-    return affine
+    return oblique_affine(origin=(-5.0, 12.0, 30.0), degrees=(20.0, -10.0))
 
 
 @pytest.fixture
-def mr() -> Image:
+def mr(affine) -> Image:
     """A (10, 20, 30) image at (1, 1, 2) mm: a bright block with noise inside zero background."""
     rng = np.random.default_rng(0)
     array = np.zeros((10, 20, 30), dtype=np.int16)
     array[2:8, 4:16, 5:25] = rng.normal(500, 50, size=(6, 12, 20)).astype(np.int16)
-    return Image(array, oblique_affine())
+    return Image(array, affine)
 
 
 def test_zscore_whole_image_has_mean_0_std_1_and_keeps_grid(mr):
@@ -172,17 +167,17 @@ def test_nan_or_inf_input_is_refused(mr, bad):
 
 
 # --- histogram standardisation ---------------------------------------------------------------
-def _images(n: int) -> list[Image]:
+def _images(n: int, affine: np.ndarray) -> list[Image]:
     rng = np.random.default_rng(1)
     out = []
     for i in range(n):
         scale, shift = 1 + 0.5 * i, 20 * i
-        out.append(Image(rng.gamma(2 + i, 50, size=(12, 14, 16)) * scale + shift, oblique_affine()))
+        out.append(Image(rng.gamma(2 + i, 50, size=(12, 14, 16)) * scale + shift, affine))
     return out
 
 
-def test_trained_landmarks_span_the_standard_range_and_save_load_round_trips(tmp_path):
-    landmarks = train_histogram_landmarks(_images(3))
+def test_trained_landmarks_span_the_standard_range_and_save_load_round_trips(tmp_path, affine):
+    landmarks = train_histogram_landmarks(_images(3, affine))
     assert landmarks.percentiles == tuple(landmark_percentiles())
     assert landmarks.percentiles == (1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99)
     assert landmarks.values[0] == pytest.approx(0, abs=1e-9) and landmarks.values[-1] == pytest.approx(100)
@@ -191,15 +186,15 @@ def test_trained_landmarks_span_the_standard_range_and_save_load_round_trips(tmp
     assert HistogramLandmarks.load(path) == landmarks
 
 
-def test_standardised_image_lands_its_percentiles_on_the_landmarks():
-    images = _images(3)
+def test_standardised_image_lands_its_percentiles_on_the_landmarks(affine):
+    images = _images(3, affine)
     landmarks = train_histogram_landmarks(images)
     out = HistogramStandardisation(landmarks).apply(images[1]).array
     assert np.percentile(out, landmarks.percentiles) == pytest.approx(landmarks.values, abs=1e-3)
 
 
-def test_a_linear_rescaling_of_an_image_standardises_to_the_same_result():
-    images = _images(3)
+def test_a_linear_rescaling_of_an_image_standardises_to_the_same_result(affine):
+    images = _images(3, affine)
     step = HistogramStandardisation(train_histogram_landmarks(images))
     a = step.apply(images[0]).array
     b = step.apply(images[0].with_array(images[0].array * 3.0 + 40)).array
@@ -215,8 +210,8 @@ def test_landmarks_file_errors_name_the_file_and_fix(tmp_path):
         HistogramLandmarks.load(bad)
 
 
-def test_histogram_training_refuses_label_maps_and_mismatched_masks():
-    images = _images(2)
+def test_histogram_training_refuses_label_maps_and_mismatched_masks(affine):
+    images = _images(2, affine)
     with pytest.raises(InputError, match="LabelMap"):
         train_histogram_landmarks([LabelMap(np.ones((3, 3, 3), np.uint8), np.eye(4))])
     with pytest.raises(InputError, match="2 images but 1 masks"):

@@ -13,17 +13,6 @@ SHAPE = (10, 20, 30)
 SPACING = (1.0, 1.0, 2.0)
 
 
-def oblique_affine(spacing=SPACING, origin=(-10.0, 20.0, 5.5)) -> np.ndarray:
-    """Anisotropic and oblique (rotation about two axes): the pattern of tests/test_image.py."""
-    a, b = np.deg2rad(17.0), np.deg2rad(-8.0)
-    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    affine = np.eye(4)
-    affine[:3, :3] = rz @ rx @ np.diag(spacing)
-    affine[:3, 3] = origin
-    return affine
-
-
 def blob(centre=(4.3, 9.6, 15.2), sigma_mm=2.5, spacing=SPACING) -> np.ndarray:
     """A Gaussian blob (float32) with its peak at voxel ``centre`` and zero far from it."""
     grid = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in SHAPE], indexing="ij")
@@ -34,17 +23,17 @@ def blob(centre=(4.3, 9.6, 15.2), sigma_mm=2.5, spacing=SPACING) -> np.ndarray:
 
 
 @pytest.fixture
-def image() -> Image:
+def image(oblique_affine) -> Image:
     return Image(blob(), oblique_affine())
 
 
 @pytest.fixture
-def noise_image() -> Image:
+def noise_image(oblique_affine) -> Image:
     return Image(np.random.default_rng(0).integers(1, 1000, size=SHAPE).astype(np.int16), oblique_affine())
 
 
 @pytest.fixture
-def labels() -> LabelMap:
+def labels(oblique_affine) -> LabelMap:
     array = np.zeros(SHAPE, np.uint8)
     array[2:7, 3:15, 4:20] = 2
     array[4:9, 10:18, 12:28] = 5
@@ -76,7 +65,7 @@ def test_reorient_then_inverse_restores_voxels_and_affine_exactly(noise_image: I
 
 
 @pytest.mark.parametrize("codes", ["LPS", "PIR", "IPR"])
-def test_reorient_keeps_a_bright_voxel_at_the_same_world_position(codes: str) -> None:
+def test_reorient_keeps_a_bright_voxel_at_the_same_world_position(codes: str, oblique_affine) -> None:
     array = np.zeros(SHAPE, np.float32)
     array[3, 5, 7] = 1.0
     source = Image(array, oblique_affine())
@@ -85,7 +74,7 @@ def test_reorient_keeps_a_bright_voxel_at_the_same_world_position(codes: str) ->
     assert np.allclose(out.voxel_to_world(peak), source.voxel_to_world([3, 5, 7]), atol=1e-6)
 
 
-def test_reorient_of_a_4d_image_moves_every_volume_alike() -> None:
+def test_reorient_of_a_4d_image_moves_every_volume_alike(oblique_affine) -> None:
     array = np.random.default_rng(1).random(SHAPE + (3,)).astype(np.float32)
     source = Image(array, oblique_affine())
     step = Reorient("PIR")
@@ -185,7 +174,7 @@ def test_crop_to_foreground_then_inverse_restores_grid_and_voxels(image: Image) 
     assert np.array_equal(back.array, image.array)
 
 
-def test_crop_margin_stays_inside_the_image() -> None:
+def test_crop_margin_stays_inside_the_image(oblique_affine) -> None:
     array = np.zeros(SHAPE, np.float32)
     array[0, 10, 29] = 1.0
     out, record = CropToForeground(margin_vox=3)(Image(array, oblique_affine()))
@@ -281,7 +270,8 @@ def resample_through_to_sitk(image: Image, grid: Grid, mode: str) -> np.ndarray:
     return sitk.GetArrayFromImage(resampler.Execute(Image(array, image.affine).to_sitk())).transpose(2, 1, 0)
 
 
-def other_oblique_grid() -> Grid:
+@pytest.fixture
+def other_oblique_grid(oblique_affine) -> Grid:
     """A target rotated against the input and anisotropic the other way, so no axis lines up."""
     affine = oblique_affine(spacing=(0.8, 1.3, 0.6), origin=(-12.0, 18.5, 3.0))
     tilt = np.deg2rad(11.0)
@@ -312,9 +302,11 @@ def assert_equal_but_at_ties(out: np.ndarray, expected: np.ndarray, source: Imag
 
 @pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("mode", ["linear", "bspline", "nearest"])
-def test_resample_without_transposed_copies_equals_the_to_sitk_path(noise_image: Image, order: str, mode: str) -> None:
+def test_resample_without_transposed_copies_equals_the_to_sitk_path(
+    noise_image: Image, order: str, mode: str, other_oblique_grid: Grid
+) -> None:
     source = Image(np.asarray(noise_image.array, order=order), noise_image.affine)
-    for grid in (Resample(0.7).target_grid(source), other_oblique_grid()):
+    for grid in (Resample(0.7).target_grid(source), other_oblique_grid):
         out = resample_onto(source, grid, mode)
         expected = resample_through_to_sitk(source, grid, mode)
         assert out.dtype == expected.dtype and out.spatial_shape == grid.spatial_shape
@@ -326,18 +318,22 @@ def test_resample_without_transposed_copies_equals_the_to_sitk_path(noise_image:
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
-def test_resampled_labels_without_transposed_copies_equal_the_to_sitk_path(labels: LabelMap, order: str) -> None:
+def test_resampled_labels_without_transposed_copies_equal_the_to_sitk_path(
+    labels: LabelMap, order: str, other_oblique_grid: Grid
+) -> None:
     source = LabelMap(np.asarray(labels.array, order=order), labels.affine)
-    for grid in (Resample(0.7).target_grid(source), other_oblique_grid()):
+    for grid in (Resample(0.7).target_grid(source), other_oblique_grid):
         out = resample_onto(source, grid, "bspline")  # labels are always resampled with nearest neighbour
         assert_equal_but_at_ties(out.array, resample_through_to_sitk(source, grid, "nearest"), source, grid)
         assert isinstance(out, LabelMap) and out.dtype == labels.dtype
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
-def test_resample_of_a_4d_image_equals_the_to_sitk_path_volume_by_volume(image: Image, order: str) -> None:
+def test_resample_of_a_4d_image_equals_the_to_sitk_path_volume_by_volume(
+    image: Image, order: str, other_oblique_grid: Grid
+) -> None:
     source = Image(np.asarray(np.stack([image.array, 100 - image.array], axis=-1), order=order), image.affine)
-    grid = other_oblique_grid()
+    grid = other_oblique_grid
     out = resample_onto(source, grid, "linear")
     for t in range(2):
         expected = resample_through_to_sitk(Image(source.array[..., t], source.affine), grid, "linear")

@@ -19,7 +19,7 @@ from medpipes.core.inference.common import (
     network_device,
     size_divisor,
 )
-from medpipes.core.inference.whole import pad_to_multiple
+from medpipes.core.inference.whole import predict_padded
 
 
 def infer_slices(
@@ -60,14 +60,11 @@ def infer_slices(
         for n in range(volume.shape[0]):
             sample = volume[n].movedim(1 + axis, 0)  # (slices, C, a, b): a view, nothing copied
             for first in range(0, count, batch_size):
-                chunk, crop = pad_to_multiple(sample[first : first + batch_size], divisor, pad_value)
-                prediction = predictor(chunk.to(run_device, torch.float32, copy=True))  # a model may work in place
-                if tuple(prediction.shape[2:]) != tuple(chunk.shape[2:]):
-                    raise InputError(
-                        f"the network returned slice size {list(prediction.shape[2:])} for {list(chunk.shape[2:])}; "
-                        "slice-wise inference needs outputs the size of their inputs"
-                    )
-                prediction = prediction[(slice(None), slice(None)) + crop].float().to(out_device)
+                prediction = predict_padded(
+                    predictor, sample[first : first + batch_size], divisor, pad_value, run_device, out_device,
+                    "the network returned slice size {got} for {expected}; "
+                    "slice-wise inference needs outputs the size of their inputs",
+                )
                 if output is None:
                     output = torch.empty(
                         (volume.shape[0], prediction.shape[1]) + tuple(volume.shape[2:]),

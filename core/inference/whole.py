@@ -11,6 +11,7 @@ from torch import nn
 from medpipes.core.errors import InputError
 from medpipes.core.image import Image
 from medpipes.core.inference.common import (
+    Predictor,
     apply_activation_,
     as_batch,
     batch_to_image,
@@ -38,6 +39,26 @@ def pad_to_multiple(
         return batch, tuple(crop)
     flat = [v for pair in reversed(pads) for v in pair]  # F.pad wants the last axis first
     return F.pad(batch, flat, mode="constant", value=value), tuple(crop)
+
+
+def predict_padded(
+    predictor: Predictor,
+    chunk: torch.Tensor,
+    divisor: Sequence[int],
+    pad_value: float,
+    run_device: torch.device,
+    out_device: torch.device,
+    size_error: str,
+) -> torch.Tensor:
+    """``predictor`` on ``chunk`` padded to multiples of ``divisor``, cropped back, float32 on ``out_device``.
+
+    ``size_error`` is the InputError message (with ``{got}`` and ``{expected}``) when the output size differs.
+    """
+    padded, crop = pad_to_multiple(chunk, divisor, pad_value)
+    prediction = predictor(padded.to(run_device, torch.float32, copy=True))  # a model may work in place
+    if tuple(prediction.shape[2:]) != tuple(padded.shape[2:]):
+        raise InputError(size_error.format(got=list(prediction.shape[2:]), expected=list(padded.shape[2:])))
+    return prediction[(slice(None), slice(None)) + crop].float().to(out_device)
 
 
 def infer_whole(
@@ -69,15 +90,11 @@ def infer_whole(
     output: torch.Tensor | None = None
     with torch.no_grad():
         for first in range(0, batch.shape[0], batch_size):
-            chunk, crop = pad_to_multiple(batch[first : first + batch_size], divisor, pad_value)
-            prediction = predictor(chunk.to(run_device, torch.float32, copy=True))  # a model may work in place
-            if tuple(prediction.shape[2:]) != tuple(chunk.shape[2:]):
-                raise InputError(
-                    f"the network returned spatial size {list(prediction.shape[2:])} "
-                    f"for input {list(chunk.shape[2:])}; "
-                    "whole-volume inference needs outputs the size of their inputs"
-                )
-            prediction = prediction[(slice(None), slice(None)) + crop].float().to(out_device)
+            prediction = predict_padded(
+                predictor, batch[first : first + batch_size], divisor, pad_value, run_device, out_device,
+                "the network returned spatial size {got} for input {expected}; "
+                "whole-volume inference needs outputs the size of their inputs",
+            )
             if output is None:
                 output = torch.empty(
                     (batch.shape[0], prediction.shape[1]) + tuple(batch.shape[2:]),

@@ -9,9 +9,10 @@ squeeze-and-excitation channel gating).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -48,6 +49,20 @@ def as_tuple(value: int | Sequence[int], spatial_dims: int, name: str) -> tuple[
     if len(values) != spatial_dims:
         raise InputError(f"{name} = {list(values)} needs {spatial_dims} values (one per spatial axis) or one int")
     return values
+
+
+def conv_spec_from(config: Any, **overrides: Any) -> ConvSpec:
+    """The ConvSpec a network config describes (its fields of ConvSpec's names, kernel_size per axis), checked."""
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(ConvSpec) if hasattr(config, f.name)}
+    values["kernel_size"] = as_tuple(config.kernel_size, config.spatial_dims, "kernel_size")
+    spec = ConvSpec(**{**values, **overrides})
+    check_spec(spec)
+    return spec
+
+
+def level_widths(base_filters: int, growth: float, max_filters: int, levels: int) -> list[int]:
+    """Feature maps per level: base * growth**level, capped at max_filters."""
+    return [min(int(round(base_filters * growth**level)), max_filters) for level in range(levels)]
 
 
 def check_spec(spec: ConvSpec) -> None:

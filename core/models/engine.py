@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import math
 import os
@@ -37,6 +36,7 @@ from medpipes.core.models.checkpoint import (
 )
 from medpipes.core.models.device import resolve_device
 from medpipes.core.models.metrics import dice_per_label
+from medpipes.core.models.tables import write_csv_rows
 from medpipes.core.models.train_config import (
     OptimizerConfig,
     SchedulerConfig,
@@ -478,14 +478,7 @@ def _mean_over_ranks(total: float, count: int, device: torch.device, ctx: Distri
 # --- files ---------------------------------------------------------------------------------------
 def write_metrics_csv(history: Sequence[Mapping[str, float]], path: Path) -> Path:
     """One row per epoch (``METRIC_COLUMNS``), written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(METRIC_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{row[k]:.10g}" if isinstance(row[k], float) else row[k]) for k in METRIC_COLUMNS})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, buffer.getvalue())
-    return path
+    return write_csv_rows(history, METRIC_COLUMNS, path, ".10g")
 
 
 def read_metrics_csv(path: str | os.PathLike[str]) -> list[dict[str, float]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 from collections.abc import Sequence
@@ -13,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from medpipes.core.errors import InputError
 from medpipes.core.image import Image, LabelMap
-from medpipes.core.io.atomic import atomic_write_text
 from medpipes.core.models.metrics import segmentation_scores
+from medpipes.core.models.tables import write_csv_rows
 
 SCORE_COLUMNS = ("case", "label", "dice", "iou", "sensitivity", "specificity", "hd95_mm")
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -150,11 +149,4 @@ def mean_rows(rows: Sequence[dict[str, float | str]]) -> list[dict[str, float | 
 
 def write_scores_csv(rows: Sequence[dict[str, float | str]], path: Path) -> Path:
     """The rows as CSV (``SCORE_COLUMNS``), written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(SCORE_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in SCORE_COLUMNS})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, buffer.getvalue())
-    return path
+    return write_csv_rows(rows, SCORE_COLUMNS, path, ".6g")

@@ -15,10 +15,9 @@ from medpipes.core.models.blocks import (
     ACTIVATIONS,
     BLOCK_TYPES,
     NORMS,
-    ConvSpec,
-    as_tuple,
-    check_spec,
     conv_layer,
+    conv_spec_from,
+    level_widths,
     make_block,
     pool_layer,
 )
@@ -63,23 +62,12 @@ class FCN(Network):
         if config.depth < 1:
             raise InputError(f"depth = {config.depth} must be at least 1")
         dims = config.spatial_dims
-        spec = ConvSpec(
-            spatial_dims=dims,
-            kernel_size=as_tuple(config.kernel_size, dims, "kernel_size"),
-            norm=config.norm,
-            norm_groups=config.norm_groups,
-            activation=config.activation,
-            order=config.order,
-            dropout=config.dropout,
-            convs_per_block=config.convs_per_block,
-        )
-        check_spec(spec)
+        spec = conv_spec_from(config)
         self.pool = pool_layer(dims, "max")(2, stride=2, ceil_mode=True)
         self.encoder = nn.ModuleList()
         self.scores = nn.ModuleList()
         channels = config.in_channels
-        for level in range(config.depth):
-            width = min(int(round(config.base_filters * config.growth**level)), config.max_filters)
+        for width in level_widths(config.base_filters, config.growth, config.max_filters, config.depth):
             self.encoder.append(make_block(config.block, spec, channels, width))
             self.scores.append(conv_layer(dims)(width, config.out_channels, 1))
             channels = width

@@ -14,10 +14,9 @@ from medpipes.core.models.blocks import (
     ACTIVATIONS,
     BLOCK_TYPES,
     NORMS,
-    ConvSpec,
     activation_layer,
-    as_tuple,
-    check_spec,
+    conv_spec_from,
+    level_widths,
     make_block,
     pool_layer,
 )
@@ -68,23 +67,12 @@ class VGGNet(Network):
         if config.stages < 1 or config.hidden < 1:
             raise InputError("stages and hidden must be at least 1")
         dims = config.spatial_dims
-        spec = ConvSpec(
-            spatial_dims=dims,
-            kernel_size=as_tuple(config.kernel_size, dims, "kernel_size"),
-            norm=config.norm,
-            norm_groups=config.norm_groups,
-            activation=config.activation,
-            order=config.order,
-            dropout=0.0,
-            convs_per_block=config.convs_per_block,
-        )
-        check_spec(spec)
+        spec = conv_spec_from(config, dropout=0.0)
         layers: list[nn.Module] = []
         channels = config.in_channels
-        for stage in range(config.stages):
+        for stage, width in enumerate(level_widths(config.base_filters, config.growth, config.max_filters, config.stages)):
             if stage > 0:
                 layers.append(pool_layer(dims, "max")(2, stride=2, ceil_mode=True))
-            width = min(int(round(config.base_filters * config.growth**stage)), config.max_filters)
             layers.append(make_block(config.block, spec, channels, width))
             channels = width
         self.features = nn.Sequential(*layers)

@@ -7,7 +7,7 @@ the reference's affine). Per-label functions return ``{label: value}``; a value 
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage, stats
@@ -54,52 +54,43 @@ def _ratio(num: float, den: float) -> float:
     return float(num / den) if den > 0 else float("nan")
 
 
+def _overlap_per_label(
+    pred: np.ndarray | Image,
+    ref: np.ndarray | Image,
+    labels: Iterable[int] | None,
+    score: Callable[[int, int, int, int], float],
+) -> dict[int, float]:
+    """``score(tp, fp, fn, tn)`` for each label."""
+    p, r, _ = _labels_and_spacing(pred, ref)
+    return {label: score(*_counts(p, r, label)) for label in _label_list(p, r, labels)}
+
+
 def dice_per_label(
     pred: np.ndarray | Image, ref: np.ndarray | Image, labels: Iterable[int] | None = None
 ) -> dict[int, float]:
     """2|P&R| / (|P| + |R|) per label (default: every non-zero label in either); NaN when absent from both."""
-    p, r, _ = _labels_and_spacing(pred, ref)
-    out = {}
-    for label in _label_list(p, r, labels):
-        tp, fp, fn, _ = _counts(p, r, label)
-        out[label] = _ratio(2 * tp, 2 * tp + fp + fn)
-    return out
+    return _overlap_per_label(pred, ref, labels, lambda tp, fp, fn, tn: _ratio(2 * tp, 2 * tp + fp + fn))
 
 
 def iou_per_label(
     pred: np.ndarray | Image, ref: np.ndarray | Image, labels: Iterable[int] | None = None
 ) -> dict[int, float]:
     """|P&R| / |P|R| (Jaccard index) per label; NaN when absent from both."""
-    p, r, _ = _labels_and_spacing(pred, ref)
-    out = {}
-    for label in _label_list(p, r, labels):
-        tp, fp, fn, _ = _counts(p, r, label)
-        out[label] = _ratio(tp, tp + fp + fn)
-    return out
+    return _overlap_per_label(pred, ref, labels, lambda tp, fp, fn, tn: _ratio(tp, tp + fp + fn))
 
 
 def sensitivity_per_label(
     pred: np.ndarray | Image, ref: np.ndarray | Image, labels: Iterable[int] | None = None
 ) -> dict[int, float]:
     """TP / (TP + FN) (recall) per label; NaN when the label is absent from the reference."""
-    p, r, _ = _labels_and_spacing(pred, ref)
-    out = {}
-    for label in _label_list(p, r, labels):
-        tp, _, fn, _ = _counts(p, r, label)
-        out[label] = _ratio(tp, tp + fn)
-    return out
+    return _overlap_per_label(pred, ref, labels, lambda tp, fp, fn, tn: _ratio(tp, tp + fn))
 
 
 def specificity_per_label(
     pred: np.ndarray | Image, ref: np.ndarray | Image, labels: Iterable[int] | None = None
 ) -> dict[int, float]:
     """TN / (TN + FP) per label; NaN when the reference is that label everywhere."""
-    p, r, _ = _labels_and_spacing(pred, ref)
-    out = {}
-    for label in _label_list(p, r, labels):
-        _, fp, _, tn = _counts(p, r, label)
-        out[label] = _ratio(tn, tn + fp)
-    return out
+    return _overlap_per_label(pred, ref, labels, lambda tp, fp, fn, tn: _ratio(tn, tn + fp))
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:

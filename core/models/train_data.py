@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,24 +117,11 @@ def build_preprocessing(items: Sequence[Any], where: str) -> Any:
     """A processing Chain from ``[reorient: RAS, resample: {spacing: 2}, ...]`` (None when empty)."""
     if not items:
         return None
-    from medpipes.core.cli.preprocess import StepSpec, build_steps
     from medpipes.core.processing import Chain
+    from medpipes.core.processing.spec import build_steps, parse_step_list
 
-    specs = []
-    for index, item in enumerate(items, start=1):  # the item forms of `medpipes preprocess --config`
-        if isinstance(item, str):
-            specs.append(StepSpec(item.strip().lower()))
-            continue
-        if not isinstance(item, Mapping) or len(item) != 1:
-            raise InputError(f"{where}: preprocessing step {index} is {item!r}; write a name or one 'name: arguments' pair")
-        ((name, value),) = item.items()
-        if isinstance(value, Mapping):
-            specs.append(StepSpec(str(name).lower(), (), tuple((str(k), v) for k, v in value.items())))
-        elif isinstance(value, list):
-            specs.append(StepSpec(str(name).lower(), tuple(value)))
-        else:
-            specs.append(StepSpec(str(name).lower(), () if value is None else (value,)))
-    return Chain(build_steps(specs, source=f"{where}: preprocessing"))
+    source = f"{where}: preprocessing"
+    return Chain(build_steps(parse_step_list(items, source), source=source))
 
 
 def preprocess_collection(

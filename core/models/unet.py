@@ -17,9 +17,10 @@ from medpipes.core.models.blocks import (
     PADDING_MODES,
     ConvSpec,
     as_tuple,
-    check_spec,
     conv_layer,
+    conv_spec_from,
     conv_transpose_layer,
+    level_widths,
     make_block,
     pool_layer,
 )
@@ -62,24 +63,11 @@ class UNetConfig:
 
     def filters(self) -> list[int]:
         """Feature maps per level: base * growth**level, capped at max_filters."""
-        return [
-            min(int(round(self.base_filters * self.growth**level)), self.max_filters) for level in range(self.depth)
-        ]
+        return level_widths(self.base_filters, self.growth, self.max_filters, self.depth)
 
     def conv_spec(self) -> ConvSpec:
-        """The conv-unit recipe shared by every block."""
-        return ConvSpec(
-            spatial_dims=self.spatial_dims,
-            kernel_size=as_tuple(self.kernel_size, self.spatial_dims, "kernel_size"),
-            norm=self.norm,
-            norm_groups=self.norm_groups,
-            activation=self.activation,
-            order=self.order,
-            padding_mode=self.padding_mode,
-            dropout=self.dropout,
-            convs_per_block=self.convs_per_block,
-            se_reduction=self.se_reduction,
-        )
+        """The conv-unit recipe shared by every block (checked)."""
+        return conv_spec_from(self)
 
 
 class UNet(Network):
@@ -93,7 +81,6 @@ class UNet(Network):
         if config.depth < 1 or config.base_filters < 1 or config.in_channels < 1 or config.out_channels < 1:
             raise InputError("depth, base_filters, in_channels and out_channels must all be at least 1")
         spec = config.conv_spec()
-        check_spec(spec)
         dims = config.spatial_dims
         pool = as_tuple(config.pool_size, dims, "pool_size")
         self.size_divisor = tuple(p ** (config.depth - 1) for p in pool)

@@ -13,6 +13,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -168,6 +169,16 @@ def load_image(source: ImageSource, label: bool = False) -> Image:
 
     image = read_image(source)
     return image.as_label_map() if label else image
+
+
+def read_json_file(path: Path, missing: str, unreadable: str) -> Any:
+    """The JSON in ``path``; InputError ``"{path}: {missing}"`` when absent, ``"{path}: {unreadable}"`` (``{exc}`` filled) when not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: {missing}") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: {unreadable.format(exc=exc)}") from None
 
 
 def check_finite(image: Image, step: str) -> None:

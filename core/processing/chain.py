@@ -13,7 +13,7 @@ from medpipes.core.image import Image
 from medpipes.core.io import write_image
 from medpipes.core.io.atomic import atomic_write_text
 from medpipes.core.io.formats import suffix_of
-from medpipes.core.processing.base import ImageSource, Preprocessor, Record, load_image, named_input
+from medpipes.core.processing.base import ImageSource, Preprocessor, Record, load_image, named_input, read_json_file
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,12 +53,7 @@ class ChainRecord:
     def load(cls, path: str | os.PathLike[str]) -> "ChainRecord":
         """Read a record written by ``save`` (or ``medpipes preprocess --record``)."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{path}: chain record not found; check the path") from None
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable JSON chain record ({exc})") from None
+        data = read_json_file(path, "chain record not found; check the path", "not a readable JSON chain record ({exc})")
         try:
             return cls.from_dict(data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

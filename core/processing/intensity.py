@@ -20,7 +20,7 @@ import numpy as np
 from medpipes.core.errors import InputError, ProcessingError
 from medpipes.core.image import Image
 from medpipes.core.io.atomic import atomic_write_text
-from medpipes.core.processing.base import Preprocessor, Record, check_finite
+from medpipes.core.processing.base import Preprocessor, Record, check_finite, read_json_file
 from medpipes.core.processing.grid import require_one_grid
 
 REGIONS = ("image", "nonzero")
@@ -273,12 +273,11 @@ class HistogramLandmarks:
     def load(cls, path: str | os.PathLike[str]) -> HistogramLandmarks:
         """Read landmarks written by ``save``."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{path}: landmarks file not found; train them with train_histogram_landmarks") from None
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable JSON landmarks file ({exc}); retrain and save them") from None
+        data = read_json_file(
+            path,
+            "landmarks file not found; train them with train_histogram_landmarks",
+            "not a readable JSON landmarks file ({exc}); retrain and save them",
+        )
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise InputError(f"{path}: not a medpipes landmarks file (format '{_FORMAT}' expected); retrain and save them")
         try:

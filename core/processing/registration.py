@@ -23,7 +23,7 @@ import numpy as np
 from medpipes.core.errors import GeometryError, InputError, ProcessingError
 from medpipes.core.image import LPS_TO_RAS, Image
 from medpipes.core.io.atomic import atomic_write_text
-from medpipes.core.processing.base import Preprocessor, Record, check_finite, named_input
+from medpipes.core.processing.base import Preprocessor, Record, check_finite, named_input, read_json_file
 from medpipes.core.processing.grid import Grid
 from medpipes.core.processing.spatial import INTERPOLATORS, resample_onto
 
@@ -144,12 +144,7 @@ class WorldTransform:
     def load(cls, path: str | os.PathLike[str]) -> WorldTransform:
         """Read a transform written by ``save``."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{path}: transform file not found; check the path") from None
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable JSON transform ({exc})") from None
+        data = read_json_file(path, "transform file not found; check the path", "not a readable JSON transform ({exc})")
         try:
             return cls.from_dict(data)
         except (KeyError, TypeError, ValueError) as exc:

@@ -28,7 +28,7 @@ def reference_brain_mask(dlmuse: LabelMap | Image, closing_radius_mm: float = CL
     if not foreground.any():
         raise InputError(f"{source}: no label > 0 anywhere; pass the DLMUSE parcellation, not an empty map")
     # Radius in voxels per axis (i, j, k = SimpleITK's x, y, z): a ball of closing_radius_mm in the world.
-    radius_vox = [max(0, int(round(closing_radius_mm / s))) for s in labels.spacing]
+    radius_vox = [max(0, round(closing_radius_mm / s)) for s in labels.spacing]
     mask = LabelMap(foreground.astype(np.uint8), labels.affine).to_sitk()
     if any(radius_vox):
         # SimpleITK's safeBorder pads before closing, so that the brain touching the grid's edge is not eroded.
