@@ -261,8 +261,8 @@ class Medpipes(Tool):
         self.version = _version("medpipes")
         try:
             from medpipes.pipelines.brain_extraction import run
-        except ImportError:
-            self.available = NOT_AVAILABLE
+        except ImportError as exc:
+            self.available = f"{NOT_AVAILABLE} ({_reason(exc)})"
             return
         accepted = inspect.signature(run).parameters
         wanted = {"device": "cpu", "threads": self.threads}
@@ -520,8 +520,11 @@ def report(args: Any, tools: list[Tool], cases: list[Case], results: dict, load_
             notes = []
             for mode, outcome in outs.items():
                 if outcome.error is not None:
-                    notes.append(outcome.error if outcome.error == NOT_AVAILABLE else f"{mode} FAILED: {outcome.error}")
-                    failed = failed or outcome.error != NOT_AVAILABLE
+                    unavailable = outcome.error.startswith(NOT_AVAILABLE)
+                    note = outcome.error if unavailable else f"{mode} FAILED: {outcome.error}"
+                    if note not in notes:
+                        notes.append(note)
+                    failed = failed or not unavailable
             mask = _mask_of(results, tool.name, case.name, args.modes)
             d, ml = math.nan, math.nan
             if mask is not None:

@@ -65,28 +65,24 @@ def error_line(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; expected failures exit 2 (bad input) or 1 (processing failed) with one line."""
+    """Run the CLI; expected failures exit 2 (bad input) or 1 (processing failed) with one line.
+
+    Usage errors (unknown option, missing argument) are typer's own: usage text and exit code 2.
+    """
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=True)
     except MedpipesError as exc:
         error_line(" ".join(str(exc).split("\n")))
         return exc.exit_code
     except KeyboardInterrupt:
         error_line("interrupted")
         return 130
-    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            error_line("aborted")
-            return 1
-        raise
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        error_line(str(exc.code))
+        return 1
     return 0
 
 
