@@ -566,7 +566,7 @@ class Pipeline:
         from medpipes.core.io.dicom import check_seg_against_source, write_seg
 
         segment = str(self.spec.output("segment"))
-        source = list(image.meta.source_paths)
+        source = seg_source(image.meta.source_paths)
         write_seg(
             mask, source, path, segment_names={1: segment}, allow_empty=False,
             series_description=f"medpipes {self.spec.name}", algorithm_name=f"medpipes {self.spec.name}",
@@ -574,6 +574,31 @@ class Pipeline:
         )  # fmt: skip
         check_seg_against_source(path, mask, source, segment_names={1: segment})
         return path
+
+
+def seg_source(source_paths: Sequence[str]) -> list[Any]:
+    """What ``write_seg`` takes as the source series: the files, or their headers when they lie inside a zip."""
+    import zipfile
+
+    import pydicom
+
+    archives: dict[Path, zipfile.ZipFile] = {}
+    source: list[Any] = []
+    try:
+        for text in source_paths:
+            path = Path(text)
+            archive = next((p for p in path.parents if p.suffix.lower() == ".zip" and p.is_file()), None)
+            if archive is None:
+                source.append(path)
+                continue
+            if archive not in archives:
+                archives[archive] = zipfile.ZipFile(archive)
+            with archives[archive].open(path.relative_to(archive).as_posix()) as member:
+                source.append(pydicom.dcmread(member, stop_before_pixels=True))
+    finally:
+        for opened in archives.values():
+            opened.close()
+    return source
 
 
 def _move_outputs(outputs: Mapping[str, Path], staging: Path, output_dir: Path) -> dict[str, Path]:
@@ -621,4 +646,5 @@ __all__ = [
     "parse_pipeline_spec",
     "read_inputs",
     "run_pipeline",
+    "seg_source",
 ]

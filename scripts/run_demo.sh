@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo, offline, on the bundled IXI012 head (demo/ixi012_t1_dicom.zip, CC BY-SA 3.0):
-# list the DICOM series, convert it to NIfTI, print a one-line summary and check the output.
+# list the DICOM series, convert it to NIfTI, then run the brain-extraction pipeline on the DICOM zip
+# (mask, skull-stripped head, DICOM SEG, qc.png, report.json) and say where the outputs are.
 # `make demo` runs it with the virtualenv's bin folder first on PATH (medpipes and python from .venv).
 set -euo pipefail
 
@@ -44,4 +45,24 @@ print(
     f"demo ok: {sys.argv[1]} shape {image.shape}, spacing {spacing} mm, "
     f"orientation {image.orientation}, values {image.array.min():.4g}..{image.array.max():.4g}"
 )
+PY
+
+masks="demo-output/brain_extraction"
+rm -rf "$masks"
+echo "== medpipes-brain-extraction $input $masks"
+medpipes-brain-extraction "$input" "$masks" --device auto
+for f in brain_mask.nii.gz brain.nii.gz brain_mask_seg.dcm qc.png report.json; do
+    if [[ ! -s "$masks/$f" ]]; then
+        echo "error: medpipes-brain-extraction exited 0 but wrote no $masks/$f" >&2
+        exit 1
+    fi
+done
+python - "$masks/report.json" <<'PY'
+import json
+import sys
+
+report = json.load(open(sys.argv[1]))
+volume = report.get("brain_volume_ml")
+print(f"demo ok: brain mask, skull-stripped head, DICOM SEG, qc.png and report.json in {sys.argv[1].rsplit('/', 1)[0]}/"
+      + (f" (brain volume {volume:.0f} mL)" if isinstance(volume, (int, float)) else ""))
 PY

@@ -44,6 +44,11 @@ def _register() -> None:
 
     app.command("convert", help=convert_cli.convert.__doc__)(convert_cli.convert)
     app.add_typer(convert_cli.dicom_app, name="dicom")
+    from medpipes.pipelines.brain_extraction import cli as brain_extraction_cli
+
+    app.command("brain-extraction", help=brain_extraction_cli.brain_extraction.__doc__)(
+        brain_extraction_cli.brain_extraction
+    )
     from medpipes.core.cli.models import models_app
 
     app.add_typer(models_app, name="models")
