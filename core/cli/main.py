@@ -69,14 +69,14 @@ def error_line(message: str) -> None:
     print(text, file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; expected failures exit 2 (bad input) or 1 (processing failed) with one line.
+def run_app(typer_app: typer.Typer, argv: list[str] | None = None, prog_name: str | None = None) -> int:
+    """Run a typer app at the CLI edge: MedpipesError -> one line and exit 2 (bad input) or 1 (failed).
 
     Usage errors (unknown option, missing argument) are typer's own: usage text and exit code 2.
+    Every medpipes command, the umbrella and each pipeline's, goes through here.
     """
-    _register()
     try:
-        app(args=argv, standalone_mode=True)
+        typer_app(args=argv, prog_name=prog_name, standalone_mode=True)
     except MedpipesError as exc:
         error_line(" ".join(str(exc).split("\n")))
         return exc.exit_code
@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         error_line(str(exc.code))
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `medpipes` umbrella command; returns the exit code."""
+    _register()
+    return run_app(app, argv)
 
 
 def run() -> None:

@@ -50,23 +50,9 @@ app.command(help=brain_extraction.__doc__)(brain_extraction)
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; MedpipesError -> one line on stderr and exit 2 (bad input) or 1 (processing failed)."""
-    from medpipes.core.cli.main import error_line
-    from medpipes.core.errors import MedpipesError
+    from medpipes.core.cli.main import run_app
 
-    try:
-        app(args=argv, standalone_mode=False, prog_name="medpipes-brain-extraction")
-    except MedpipesError as exc:
-        error_line(" ".join(str(exc).split("\n")))
-        return exc.exit_code
-    except typer.Exit as exc:
-        return int(getattr(exc, "exit_code", 0) or 0)
-    except typer.Abort:
-        error_line("aborted")
-        return 1
-    except typer.TyperException as exc:  # usage errors (missing argument, bad option) in non-standalone mode
-        exc.show()
-        return int(getattr(exc, "exit_code", 2))
-    return 0
+    return run_app(app, argv, prog_name="medpipes-brain-extraction")
 
 
 def run_cli() -> None:
