@@ -111,6 +111,11 @@ def parse_pipeline_spec(data: Any, where: str, folder: Path | None = None) -> Pi
         raise InputError(f"{where}: inference: mode = {mode!r}; use whole or patches")
     if mode == "patches" and "patch_size" not in values["inference"]:
         raise InputError(f"{where}: inference: mode patches needs patch_size, e.g. [96, 96, 96]")
+    from medpipes.core.inference.common import PRECISIONS
+
+    precision = values.get("inference", {}).get("precision", "float32")
+    if precision not in PRECISIONS:
+        raise InputError(f"{where}: inference: precision = {precision!r}; use one of {', '.join(PRECISIONS)}")
     volume = values.get("plausibility", {}).get("volume_ml")
     if volume is not None and (not isinstance(volume, list) or len(volume) != 2 or not volume[0] < volume[1]):
         raise InputError(f"{where}: plausibility: volume_ml must be [low, high] in mL with low < high, got {volume!r}")
@@ -434,15 +439,18 @@ class Pipeline:
         foreground = int(settings.get("foreground", 1))
         activation = settings.get("activation", "softmax")
         tta = settings.get("tta_flip_axes")
+        precision = settings.get("precision", "float32")
 
         def once(image: Image) -> np.ndarray:
             if mode == "patches":
                 result = infer_patches(
                     network, image, settings["patch_size"], overlap=settings.get("overlap", 0.5),
-                    activation=activation, tta_flip_axes=tta, device=device, output_device="cpu",
+                    activation=activation, tta_flip_axes=tta, device=device, output_device="cpu", precision=precision,
                 )  # fmt: skip
             else:
-                result = infer_whole(network, image, activation=activation, tta_flip_axes=tta, device=device, output_device="cpu")
+                result = infer_whole(
+                    network, image, activation=activation, tta_flip_axes=tta, device=device, output_device="cpu", precision=precision
+                )
             return np.asarray(result.array)[..., foreground].astype(np.float32)
 
         reference = model_inputs[0]
@@ -481,12 +489,17 @@ class Pipeline:
         self, read: Mapping[str, tuple[Path, Image]], loaded: LoadedModel, device: Any, times: StepTimes,
         volume_ml: float, checks: list[str], warnings: list[str], started: datetime, n4: bool, registered: bool,
     ) -> dict[str, Any]:  # fmt: skip
+        import torch
+
+        from medpipes.core.inference.common import resolve_precision
+
         return {
             "pipeline": self.spec.name,
             "started_utc": started.isoformat(timespec="seconds"),
             "versions": package_versions(),
             "model": {"id": loaded.model_id, "version": loaded.version, "sha256": loaded.sha256, "source": loaded.source},
             "device": str(device),
+            "precision": resolve_precision(self.spec.inference.get("precision", "float32"), torch.device(device)),
             "threads": self.threads,
             "options": {"n4": n4, "registered": registered},
             "inputs": [

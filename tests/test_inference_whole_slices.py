@@ -97,3 +97,43 @@ def test_wrong_network_kind_and_channel_mismatch_are_clear_errors():
         infer_whole(net3d, torch.zeros(1, 2, 4, 4, 4))
     with pytest.raises(InputError, match="use infer_slices for 2D networks"):
         infer_whole(net2d, Image(np.zeros((4, 4, 4), np.float32), np.eye(4)))
+
+
+class RecordsAutocast(nn.Module):
+    """Returns its input as float32 plus a flag channel: 1 where it ran under CPU bfloat16 autocast."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flag = float(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return torch.cat([x, torch.full_like(x, flag)], dim=1)
+
+
+@pytest.mark.parametrize("infer", ["whole", "patches"])
+def test_bfloat16_precision_runs_the_network_under_autocast_and_returns_float32(infer):
+    x = torch.randn(1, 1, 8, 8, 8)
+    run = (lambda **kw: infer_whole(RecordsAutocast(), x, **kw)) if infer == "whole" else (
+        lambda **kw: infer_patches(RecordsAutocast(), x, (4, 4, 4), overlap=0.0, **kw)
+    )
+    full, half = run(precision="float32"), run(precision="bfloat16")
+    assert full.dtype == half.dtype == torch.float32
+    assert torch.all(full[:, 1] == 0) and torch.all(half[:, 1] == 1)
+    assert torch.allclose(full[:, 0], x[:, 0], atol=1e-6)  # patch blending divides by the weight sum
+
+
+def test_bfloat16_unet_output_is_close_to_float32():
+    torch.manual_seed(0)
+    net = UNet(spatial_dims=3, depth=3, base_filters=8, norm="instance").eval()
+    x = torch.randn(1, 1, 24, 24, 24)
+    full = infer_whole(net, x, activation="softmax")
+    half = infer_whole(net, x, activation="softmax", precision="bfloat16")
+    assert (full - half).abs().max() < 0.05  # bfloat16 keeps 8 bits of mantissa
+    assert (full - half).abs().mean() < 0.005
+
+
+def test_auto_precision_follows_the_devices_native_support_and_bad_names_are_refused():
+    from medpipes.core.inference.common import bfloat16_native, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bfloat16" if bfloat16_native(cpu) else "float32")
+    assert resolve_precision("float32", cpu) == "float32"
+    with pytest.raises(InputError, match="precision = 'half'"):
+        infer_whole(UNet(spatial_dims=3, depth=2, base_filters=4).eval(), torch.zeros(1, 1, 4, 4, 4), precision="half")

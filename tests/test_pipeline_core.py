@@ -123,7 +123,7 @@ def test_report_names_versions_model_inputs_steps_volume_and_checks(ball_path: P
     report = json.loads(result.outputs["report"].read_text())
     assert report["status"] == "ok" and report["pipeline"] == "ball_extraction"
     assert {"python", "numpy", "torch", "medpipes"} <= set(report["versions"])
-    assert report["model"]["id"] == "in-memory" and report["device"] == "cpu"
+    assert report["model"]["id"] == "in-memory" and report["device"] == "cpu" and report["precision"] == "float32"
     assert report["inputs"][0]["path"] == str(ball_path) and report["inputs"][0]["shape"] == [104, 96, 72]
     steps = {s["step"]: s for s in report["steps"]}
     assert {"read_inputs", "preprocess:reorient", "preprocess:resample", "inference", "invert_spatial", "postprocess"} <= set(steps)
@@ -213,6 +213,8 @@ def test_spec_refuses_unknown_keys_and_bad_plausibility(tmp_path: Path) -> None:
         parse_pipeline_spec({**SPEC, "modle": "x"}, "p.yaml")
     with pytest.raises(InputError, match="volume_ml"):
         parse_pipeline_spec({**SPEC, "plausibility": {"volume_ml": [2200, 800]}}, "p.yaml")
+    with pytest.raises(InputError, match="p.yaml: inference: precision = 'fp8'"):
+        parse_pipeline_spec({**SPEC, "inference": {"mode": "whole", "precision": "fp8"}}, "p.yaml")
     with pytest.raises(InputError, match="not found"):
         load_pipeline_spec(tmp_path / "missing.yaml")
 

@@ -15,6 +15,7 @@ from medpipes.core.image import Image
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 ACTIVATIONS = (None, "softmax", "sigmoid")
+PRECISIONS = ("float32", "bfloat16", "auto")
 
 
 _TORCH_DTYPES = {np.dtype(t) for t in ("float32", "float64", "float16", "uint8", "int8", "int16", "int32", "int64")}
@@ -120,8 +121,49 @@ def flip_averaged(predictor: Predictor, axes: Sequence[int], spatial_dims: int) 
     return predict
 
 
-def make_predictor(network: nn.Module, tta_flip_axes: Sequence[int] | None, spatial_dims: int) -> Predictor:
-    """The network, wrapped in flip TTA when axes are given."""
-    if not tta_flip_axes:
-        return network
-    return flip_averaged(network, tta_flip_axes, spatial_dims)
+def bfloat16_native(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 convolutions natively (CPU: oneDNN with AVX512-BF16/AMX; CUDA: Ampere+)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        # torch has no public query for CPU bf16 support; oneDNN's own check is what autocast relies on.
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``float32`` or ``bfloat16``: ``auto`` picks bfloat16 where ``device`` runs it natively, else float32."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision = {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bfloat16" if bfloat16_native(device) else "float32"
+    return precision
+
+
+def with_autocast(predictor: Predictor, device: torch.device) -> Predictor:
+    """``predictor`` under bfloat16 autocast on ``device`` (weights stay float32); outputs come back float32."""
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return predictor(batch).float()
+
+    return predict
+
+
+def make_predictor(
+    network: nn.Module,
+    tta_flip_axes: Sequence[int] | None,
+    spatial_dims: int,
+    precision: str = "float32",
+    device: torch.device | None = None,
+) -> Predictor:
+    """The network, wrapped in flip TTA when axes are given and in bfloat16 autocast for ``precision`` bfloat16."""
+    predictor: Predictor = network
+    if resolve_precision(precision, device or torch.device("cpu")) == "bfloat16":
+        predictor = with_autocast(predictor, device or torch.device("cpu"))
+    if tta_flip_axes:
+        predictor = flip_averaged(predictor, tta_flip_axes, spatial_dims)
+    return predictor

@@ -60,6 +60,7 @@ def infer_patches(
     activation: str | None = None,
     device: str | torch.device | None = None,
     output_device: str | torch.device | None = None,
+    precision: str = "float32",
 ) -> torch.Tensor | Image:
     """Run ``network`` on overlapping patches of ``data`` and blend them into one output on the same grid.
 
@@ -71,8 +72,8 @@ def infer_patches(
     pass. ``skip_empty``: a patch whose input voxels all equal this value is not run; it counts as
     ``empty_output`` (one value, or one per output channel, before activation). ``tta_flip_axes``
     averages over flips along those spatial axes. ``activation`` (softmax or sigmoid) is applied
-    after blending. The network is used as given (put it in eval mode first); ``data`` is never
-    modified.
+    after blending. ``precision``: float32, bfloat16 (autocast) or auto (bfloat16 where the device runs
+    it natively). The network is used as given (put it in eval mode first); ``data`` is never modified.
     """
     check_activation(activation)
     dims = network_spatial_dims(network, default=data.ndim - 2 if isinstance(data, torch.Tensor) else 3)
@@ -89,7 +90,7 @@ def infer_patches(
     overlaps = check_overlap(overlap, dims)
     run_device = network_device(network, device)
     out_device = torch.device(output_device) if output_device is not None else batch.device
-    predictor = make_predictor(network, tta_flip_axes, dims)
+    predictor = make_predictor(network, tta_flip_axes, dims, precision, run_device)
 
     spatial = tuple(batch.shape[2:])
     starts = patch_starts(spatial, patch, overlaps)

@@ -71,11 +71,13 @@ def infer_whole(
     activation: str | None = None,
     device: str | torch.device | None = None,
     output_device: str | torch.device | None = None,
+    precision: str = "float32",
 ) -> torch.Tensor | Image:
     """Run ``network`` on each whole image of ``data`` (``batch_size`` images per forward pass).
 
     ``data``: a (N, C, *spatial) tensor or an Image; the result is (N, K, *spatial) float32 or an Image
     on the same grid. Sizes the network cannot take are padded with ``pad_value`` and cropped back.
+    ``precision``: float32, bfloat16 (autocast) or auto (bfloat16 where the device runs it natively).
     """
     check_activation(activation)
     if batch_size < 1:
@@ -85,7 +87,7 @@ def infer_whole(
     check_channels(network, batch.shape[1])
     run_device = network_device(network, device)
     out_device = torch.device(output_device) if output_device is not None else batch.device
-    predictor = make_predictor(network, tta_flip_axes, dims)
+    predictor = make_predictor(network, tta_flip_axes, dims, precision, run_device)
     divisor = size_divisor(network, dims)
     output: torch.Tensor | None = None
     with torch.no_grad():
