@@ -59,6 +59,9 @@ def _register() -> None:
 
     app.command("train", help=train_cli.train.__doc__)(train_cli.train)
     app.command("evaluate", help=train_cli.evaluate.__doc__)(train_cli.evaluate)
+    from medpipes.core.cli.docker import docker_app
+
+    app.add_typer(docker_app, name="docker")
 
 
 def error_line(message: str) -> None:
