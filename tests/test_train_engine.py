@@ -213,3 +213,31 @@ def test_a_collection_csv_and_a_split_file_choose_the_cases(tmp_path, sphere_roo
     card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
     assert "Training subjects (3): case00, case01, case02" in card
     assert "Validation subjects (1): case03" in card
+
+
+def test_init_weights_starts_training_from_a_checkpoint(tmp_path, sphere_root):
+    first = run_training(config_file(tmp_path, sphere_root, "a.yaml", training={"epochs": 2}), output_dir=tmp_path / "first")
+    start = tmp_path / "first" / "checkpoints" / "last.safetensors"
+    # lr 0: the fine-tuned network must still hold exactly the weights it started from
+    frozen = {"epochs": 1, "init_weights": str(start)}
+    run_training(
+        config_file(tmp_path, sphere_root, "b.yaml", training=frozen, optimizer={"name": "sgd", "lr": 0.0}),
+        output_dir=tmp_path / "tuned",
+    )
+    assert same_weights(start, tmp_path / "tuned" / "checkpoints" / "last.safetensors")
+    fresh = tmp_path / "fresh"
+    run_training(config_file(tmp_path, sphere_root, "c.yaml", training={"epochs": 1}, optimizer={"name": "sgd", "lr": 0.0}), output_dir=fresh)
+    assert not same_weights(start, fresh / "checkpoints" / "last.safetensors", atol=1e-3)
+    assert first.best_epoch >= 1
+
+
+def test_init_weights_of_another_network_is_refused_in_one_line(tmp_path, sphere_root, capsys):
+    run_training(config_file(tmp_path, sphere_root, "a.yaml", training={"epochs": 1}), output_dir=tmp_path / "first")
+    start = tmp_path / "first" / "checkpoints" / "last.safetensors"
+    path = config_file(tmp_path, sphere_root, "b.yaml", training={"epochs": 1, "init_weights": str(start)}, model={"base_filters": 6})
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "training.init_weights" in err and "different network" in err and len(err.strip().splitlines()) == 1
+    missing = config_file(tmp_path, sphere_root, "c.yaml", training={"epochs": 1, "init_weights": "nowhere.safetensors"})
+    assert main(["train", str(missing)]) == 2
+    assert "nowhere.safetensors: checkpoint not found" in capsys.readouterr().err

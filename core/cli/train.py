@@ -36,6 +36,16 @@ def run_training(
     assert out is not None
     seed_everything(config.training.seed)  # the initial weights depend on the seed only
     network = build_network(config.model, where=f"{where}: model")
+    if config.training.init_weights is not None and resume is None:
+        init_path = config.resolve(config.training.init_weights, base)
+        assert init_path is not None
+        start = load_checkpoint(init_path)  # refuses a missing, pickled or damaged checkpoint in one line
+        if start.network_config() != network.network_config():
+            raise InputError(
+                f"{where}: training.init_weights {init_path} holds a different network ({start.network_config()}) "
+                f"than the config's model ({network.network_config()}); start from a checkpoint of the same model"
+            )
+        network.load_state_dict(start.state_dict())
     loss_params = dict(config.loss or {"name": "dice_ce"})
     loss = build_loss(loss_params.pop("name"), **loss_params)
     if resume is None and (out / "checkpoints" / "last.safetensors").exists():

@@ -10,6 +10,7 @@
     optimizer:     {name: adamw, lr: 0.001, weight_decay: 0.0001}
     scheduler:     {name: cosine}                    # cosine, step, plateau, none
     training:      {epochs: 50, batch_size: 2, patch_size: [64, 64, 64], seed: 0, device: auto}
+                                                     # init_weights: run1/checkpoints/best.safetensors (fine-tune)
     validation:    {mode: whole}                     # or patches (patch_size, overlap)
     output_dir:    runs/brain
 
@@ -115,6 +116,7 @@ class TrainingConfig:
     amp: bool | None = None
     monitor: str = "val_dice"
     early_stopping_patience: int | None = None
+    init_weights: str | None = None  # a medpipes checkpoint of the same network to start from (fine-tuning)
 
     CHOICES: ClassVar[dict[str, tuple]] = {"monitor": ("val_dice", "val_loss")}
 
