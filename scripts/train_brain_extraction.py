@@ -2,17 +2,19 @@
 
     python scripts/train_brain_extraction.py            # prepare build/brain_extraction/data, then train
     python scripts/train_brain_extraction.py --prepare-only
-    python scripts/train_brain_extraction.py --evaluate build/brain_extraction/run/checkpoints/best.safetensors
+    python scripts/train_brain_extraction.py --evaluate build/brain_extraction/run/checkpoints/best.safetensors [--flair]
     python scripts/train_brain_extraction.py --export build/brain_extraction/run/checkpoints/best.safetensors
 
-Prepares the training folder named by ``pipelines/brain_extraction/train.yaml`` (``data.root``):
-links to the NiChart T1 heads Subj1-15 and their reference brain masks (DLMUSE > 0, closed and
-hole-filled, by ``medpipes.pipelines.brain_extraction.reference``). Subj16-18, the Trio head and the
-IXI heads are held out for evaluation and never enter this folder. Then runs
-``medpipes train pipelines/brain_extraction/train.yaml``. ``--evaluate`` runs the whole pipeline with a
-checkpoint on the held-out Subj16-18 and prints Dice against their reference masks; ``--export`` copies a
-checkpoint's weights to ``pipelines/brain_extraction/weights/model.safetensors`` and prints the
-sha256 and size for the ``models_manifest.yaml`` entry.
+Prepares the training folder named by ``pipelines/brain_extraction/train.yaml`` (``data.root``): for
+NiChart Subj1-15, the T1 head with its reference brain mask (DLMUSE > 0, closed and hole-filled, by
+``medpipes.pipelines.brain_extraction.reference``) and the FLAIR with that mask moved onto it by a rigid
+ANTs registration. Subj16-18, the Trio head and the IXI heads are held out for evaluation and never
+enter this folder. Then runs ``medpipes train`` on ``train.yaml`` and, when the pipeline folder has
+one, on ``finetune.yaml`` (which starts from the first run's best checkpoint). ``--evaluate`` runs
+the whole pipeline with a checkpoint on the held-out Subj16-18 (``--flair``: their FLAIRs too) and
+prints Dice against their reference masks; ``--export`` copies a checkpoint's weights to
+``pipelines/brain_extraction/weights/model.safetensors`` and prints the sha256 and size for the
+``models_manifest.yaml`` entry. ``--config`` trains or evaluates with another config.
 """
 
 from __future__ import annotations
@@ -22,8 +24,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from medpipes.core.image import Image, LabelMap
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "pipelines" / "brain_extraction" / "train.yaml"
+FINETUNE = REPO / "pipelines" / "brain_extraction" / "finetune.yaml"  # optional second stage
 TRAINING_SUBJECTS = tuple(f"Subj{n}" for n in range(1, 16))  # Subj16-18 are held out
 HELD_OUT = frozenset({"Subj16", "Subj17", "Subj18"})
 
@@ -36,41 +43,91 @@ def data_root_from_config(config: Path = CONFIG) -> Path:
     return root if root.is_absolute() else (config.parent / root).resolve()
 
 
+def flair_mask(t1: Image, flair: Image, t1_mask: LabelMap) -> LabelMap:
+    """The T1's reference mask moved onto the FLAIR's grid through a rigid ANTs registration (same subject)."""
+    from medpipes.core.image import Image as ImageType
+    from medpipes.core.processing.registration import register
+
+    flair_to_t1 = register(t1, flair, transform="rigid", random_seed=1)
+    soft = ImageType(t1_mask.array.astype(np.float32), t1_mask.affine)  # linear, then 0.5: a smooth edge
+    moved = flair_to_t1.inverse().apply(soft, onto=flair, interpolation="linear")
+    return LabelMap((np.asarray(moved.array) >= 0.5).astype(np.uint8), flair.affine)
+
+
 def prepare(nichart: Path, root: Path) -> list[str]:
-    """Link Subj1-15's T1 into ``root/t1`` and write their reference masks to ``root/masks``; return the subjects."""
+    """Write Subj1-15's T1 and FLAIR cases with their reference masks under ``root``; return the case ids.
+
+    Cases are ``<subject>_T1`` (the T1 and its DLMUSE reference mask) and ``<subject>_FL`` (the FLAIR
+    with that mask moved onto it by rigid registration): one modality-agnostic single-channel model.
+    """
     from medpipes.core.io import read_image, write_image
     from medpipes.pipelines.brain_extraction.reference import reference_brain_mask
 
-    (root / "t1").mkdir(parents=True, exist_ok=True)
+    (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
+    cases = []
     for subject in TRAINING_SUBJECTS:
         assert subject not in HELD_OUT
-        link = root / "t1" / f"{subject}_T1.nii.gz"
+        t1_path = nichart / "t1" / f"{subject}_T1.nii.gz"
+        t1_mask_path = root / "masks" / f"{subject}_T1_mask.nii.gz"
+        link = root / "images" / f"{subject}_T1.nii.gz"
         if not link.exists():
-            link.symlink_to(nichart / "t1" / f"{subject}_T1.nii.gz")
-        mask_path = root / "masks" / f"{subject}_mask.nii.gz"
-        if not mask_path.exists():
+            link.symlink_to(t1_path)
+        if not t1_mask_path.exists():
             dlmuse = read_image(nichart / "dlmuse_seg" / f"{subject}_T1_DLMUSE.nii.gz")
-            write_image(reference_brain_mask(dlmuse), mask_path)
-    return list(TRAINING_SUBJECTS)
+            write_image(reference_brain_mask(dlmuse), t1_mask_path)
+        cases.append(f"{subject}_T1")
+        flair_path = nichart / "fl" / f"{subject}_FL.nii.gz"
+        if not flair_path.exists():
+            continue
+        link = root / "images" / f"{subject}_FL.nii.gz"
+        if not link.exists():
+            link.symlink_to(flair_path)
+        fl_mask_path = root / "masks" / f"{subject}_FL_mask.nii.gz"
+        if not fl_mask_path.exists():
+            mask = flair_mask(read_image(t1_path), read_image(flair_path), read_image(t1_mask_path).as_label_map())
+            write_image(mask, fl_mask_path)
+            print(f"{subject}: FLAIR mask {int(mask.array.sum()) * float(np.prod(mask.spacing)) / 1000:.0f} mL")
+        cases.append(f"{subject}_FL")
+    return cases
 
 
-def evaluate(checkpoint: Path, nichart: Path, work: Path, threads: int = 2) -> dict[str, float]:
-    """Dice of the pipeline's mask (with ``checkpoint``) against the reference mask, per held-out subject."""
-    import numpy as np
+def evaluate(checkpoint: Path, nichart: Path, work: Path, config: Path = CONFIG, threads: int = 2, flair: bool = False) -> dict[str, float]:
+    """Dice of the pipeline's mask (with ``checkpoint``) against the reference mask, per held-out subject.
+
+    The pipeline runs with the shipped ``pipeline.yaml`` whose preprocessing is replaced by the training
+    config's, so a candidate trained at another spacing is measured as it would ship. With ``flair`` the
+    held-out FLAIRs are scored too, against the T1 reference mask moved onto them by rigid registration.
+    """
+    import dataclasses
+
+    import yaml
 
     from medpipes.core.io import read_image
-    from medpipes.pipelines.brain_extraction import run
+    from medpipes.core.pipeline import run_pipeline
+    from medpipes.pipelines.brain_extraction import spec
     from medpipes.pipelines.brain_extraction.reference import reference_brain_mask
 
+    preprocessing = tuple(yaml.safe_load(config.read_text(encoding="utf-8"))["preprocessing"])
+    plan = dataclasses.replace(spec(), preprocessing=preprocessing)
     scores = {}
     for subject in sorted(HELD_OUT):
-        outputs = run([nichart / "t1" / f"{subject}_T1.nii.gz"], work / subject, model=checkpoint, device="cpu", threads=threads)
-        mask = np.asarray(read_image(outputs["mask"]).array) > 0
-        reference = np.asarray(reference_brain_mask(read_image(nichart / "dlmuse_seg" / f"{subject}_T1_DLMUSE.nii.gz")).array) > 0
-        scores[subject] = 2.0 * np.count_nonzero(mask & reference) / (np.count_nonzero(mask) + np.count_nonzero(reference))
-        print(f"{subject}: Dice {scores[subject]:.4f}")
-    print(f"mean Dice {np.mean(list(scores.values())):.4f}")
+        t1_path = nichart / "t1" / f"{subject}_T1.nii.gz"
+        reference = reference_brain_mask(read_image(nichart / "dlmuse_seg" / f"{subject}_T1_DLMUSE.nii.gz"))
+        cases = [(f"{subject}_T1", t1_path, reference)]
+        if flair:
+            flair_path = nichart / "fl" / f"{subject}_FL.nii.gz"
+            cases.append((f"{subject}_FL", flair_path, flair_mask(read_image(t1_path), read_image(flair_path), reference)))
+        for case, path, truth in cases:
+            result = run_pipeline(plan, [path], work / case, model=checkpoint, device="cpu", threads=threads)
+            mask = np.asarray(read_image(result.outputs["mask"]).array) > 0
+            expected = np.asarray(truth.array) > 0
+            scores[case] = 2.0 * np.count_nonzero(mask & expected) / (np.count_nonzero(mask) + np.count_nonzero(expected))
+            print(f"{case}: Dice {scores[case]:.4f}")
+    for kind in ("T1", "FL"):
+        values = [v for k, v in scores.items() if k.endswith(kind)]
+        if values:
+            print(f"mean Dice {kind} {np.mean(values):.4f}")
     return scores
 
 
@@ -95,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     from medpipes.core.testdata import test_data_root
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=CONFIG, help="training config (default: the shipped model's)")
+    parser.add_argument("--flair", action="store_true", help="with --evaluate: also score the held-out FLAIRs")
     parser.add_argument("--nichart", type=Path, default=test_data_root() / "brain" / "nichart")
     parser.add_argument("--prepare-only", action="store_true")
     parser.add_argument("--evaluate", type=Path, metavar="CHECKPOINT", help="Dice on the held-out Subj16-18 with this checkpoint")
@@ -102,18 +161,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / "build" / "brain_extraction" / "evaluation")
     args = parser.parse_args(argv)
     if args.evaluate is not None:
-        evaluate(args.evaluate, args.nichart, args.work)
+        evaluate(args.evaluate, args.nichart, args.work, config=args.config.resolve(), flair=args.flair)
         return 0
     if args.export is not None:
         export(args.export)
         return 0
-    root = data_root_from_config()
+    root = data_root_from_config(args.config.resolve())
     subjects = prepare(args.nichart, root)
     print(f"training data: {root} ({len(subjects)} subjects: {', '.join(subjects)})")
     if args.prepare_only:
         return 0
     medpipes = Path(sys.executable).with_name("medpipes")
-    return subprocess.call([str(medpipes), "train", str(CONFIG)])
+    stages = [args.config.resolve()] + ([FINETUNE] if args.config.resolve() == CONFIG and FINETUNE.is_file() else [])
+    for stage in stages:
+        status = subprocess.call([str(medpipes), "train", str(stage)])
+        if status != 0:
+            return status
+    return 0
 
 
 if __name__ == "__main__":

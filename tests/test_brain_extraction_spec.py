@@ -31,8 +31,9 @@ def test_shipped_spec_loads_from_package_resources() -> None:
 
 
 def test_inference_preprocessing_equals_training_preprocessing() -> None:
-    train = yaml.safe_load((FOLDER / "train.yaml").read_text())
-    assert list(spec().preprocessing) == train["preprocessing"]
+    for name in ("train.yaml", "finetune.yaml"):
+        train = yaml.safe_load((FOLDER / name).read_text())
+        assert list(spec().preprocessing) == train["preprocessing"], name
 
 
 def test_training_config_is_valid_and_its_model_takes_one_channel() -> None:
@@ -40,9 +41,23 @@ def test_training_config_is_valid_and_its_model_takes_one_channel() -> None:
     assert config.model["in_channels"] == 1 and config.model["out_channels"] == 2
 
 
+def test_finetune_stage_starts_from_the_first_stage_on_the_same_data() -> None:
+    first, base = load_train_config(FOLDER / "train.yaml")
+    second, _ = load_train_config(FOLDER / "finetune.yaml")
+    assert second.data == first.data and second.splits == first.splits and second.model == first.model
+    assert second.augmentation == first.augmentation
+    init = second.resolve(second.training.init_weights, base)
+    assert init == first.resolve(first.output_dir, base) / "checkpoints" / "best.safetensors"
+    assert second.resolve(second.output_dir, base) != first.resolve(first.output_dir, base)
+
+
 def test_held_out_subjects_never_enter_training() -> None:
-    config, _ = load_train_config(FOLDER / "train.yaml")
-    assert not HELD_OUT & set(config.splits.train + config.splits.val)
+    for name in ("train.yaml", "finetune.yaml"):
+        config, _ = load_train_config(FOLDER / name)
+        cases = config.splits.train + config.splits.val
+        assert cases and all(case.split("_")[0] in {f"Subj{n}" for n in range(1, 16)} for case in cases), name
+        assert not HELD_OUT & {case.split("_")[0] for case in cases}
     script = _train_script()
     assert not HELD_OUT & set(script.TRAINING_SUBJECTS)
     assert script.data_root_from_config() == (ROOT / "build" / "brain_extraction" / "data").resolve()
+    assert script.FINETUNE == FOLDER / "finetune.yaml"
