@@ -2,7 +2,7 @@
 
     python scripts/train_brain_extraction.py            # prepare build/brain_extraction/data, then train
     python scripts/train_brain_extraction.py --prepare-only
-    python scripts/train_brain_extraction.py --evaluate build/brain_extraction/run/checkpoints/best.safetensors [--flair]
+    python scripts/train_brain_extraction.py --evaluate brain-extraction-unet [--flair]   # or a checkpoint
     python scripts/train_brain_extraction.py --export build/brain_extraction/run/checkpoints/best.safetensors
 
 Prepares the training folder named by ``pipelines/brain_extraction/train.yaml`` (``data.root``): for
@@ -92,7 +92,7 @@ def prepare(nichart: Path, root: Path) -> list[str]:
     return cases
 
 
-def evaluate(checkpoint: Path, nichart: Path, work: Path, config: Path = CONFIG, threads: int = 2, flair: bool = False) -> dict[str, float]:
+def evaluate(checkpoint: str | Path, nichart: Path, work: Path, config: Path = CONFIG, threads: int = 2, flair: bool = False) -> dict[str, float]:
     """Dice of the pipeline's mask (with ``checkpoint``) against the reference mask, per held-out subject.
 
     The pipeline runs with the shipped ``pipeline.yaml`` whose preprocessing is replaced by the training
@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flair", action="store_true", help="with --evaluate: also score the held-out FLAIRs")
     parser.add_argument("--nichart", type=Path, default=test_data_root() / "brain" / "nichart")
     parser.add_argument("--prepare-only", action="store_true")
-    parser.add_argument("--evaluate", type=Path, metavar="CHECKPOINT", help="Dice on the held-out Subj16-18 with this checkpoint")
+    parser.add_argument(
+        "--evaluate", metavar="MODEL", help="Dice on the held-out Subj16-18 with this checkpoint or manifest id (brain-extraction-unet)"
+    )
     parser.add_argument("--export", type=Path, metavar="CHECKPOINT", help="copy this checkpoint to the shipped weights")
     parser.add_argument("--work", type=Path, default=REPO / "build" / "brain_extraction" / "evaluation")
     args = parser.parse_args(argv)
