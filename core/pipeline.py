@@ -124,16 +124,11 @@ def parse_pipeline_spec(data: Any, where: str, folder: Path | None = None) -> Pi
 
 def load_pipeline_spec(path: str | os.PathLike[str] | Traversable) -> PipelineSpec:
     """Read and check a ``pipeline.yaml`` (a path, or a package resource from importlib.resources)."""
-    import yaml
+    from medpipes.core.yaml_file import read_yaml
 
     is_path = isinstance(path, (str, os.PathLike))
     source = Path(path) if is_path else path
-    if not source.is_file():
-        raise InputError(f"{source}: pipeline spec not found; check the path")
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InputError(f"{source}: not readable YAML ({' '.join(str(exc).split())})") from None
+    data = read_yaml(source, "pipeline spec")
     folder = Path(str(source)).parent if Path(str(source)).exists() else None
     return parse_pipeline_spec(data, str(source), folder)
 

@@ -33,14 +33,9 @@ if TYPE_CHECKING:  # the processing stack (SimpleITK, scipy, ANTs) is imported l
 
 def parse_config(path: Path) -> list[StepSpec]:
     """Steps from a YAML file: ``steps:`` (or the top level) lists ``name`` or ``{name: value | [args] | {key: value}}``."""
-    import yaml
+    from medpipes.core.yaml_file import read_yaml
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: config file not found; check the path") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: not readable YAML ({' '.join(str(exc).split())})") from None
+    data = read_yaml(path, "config file")
     items = data.get("steps") if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
         raise InputError(f"{path}: expected a list under 'steps:', e.g. steps: [reorient: RAS, zscore: nonzero]")

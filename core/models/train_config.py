@@ -167,15 +167,10 @@ def parse_train_config(data: Any, where: str) -> TrainConfig:
 
 def load_train_config(path: str | Path) -> tuple[TrainConfig, Path]:
     """Read and check a YAML training config; returns it and the folder its relative paths start from."""
-    import yaml
+    from medpipes.core.yaml_file import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: training config not found; check the path")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not readable YAML ({' '.join(str(exc).split())})") from None
+    data = read_yaml(path, "training config")
     return parse_train_config(data, str(path)), path.resolve().parent
 
 
