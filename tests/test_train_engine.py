@@ -241,3 +241,32 @@ def test_init_weights_of_another_network_is_refused_in_one_line(tmp_path, sphere
     missing = config_file(tmp_path, sphere_root, "c.yaml", training={"epochs": 1, "init_weights": "nowhere.safetensors"})
     assert main(["train", str(missing)]) == 2
     assert "nowhere.safetensors: checkpoint not found" in capsys.readouterr().err
+
+
+def test_amp_dtype_is_float16_on_cuda_bfloat16_on_a_native_cpu_and_float32_elsewhere(monkeypatch):
+    from medpipes.core.inference import common
+    from medpipes.core.models.engine import amp_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert amp_dtype(None, cuda) is torch.float16 and amp_dtype(True, cuda) is torch.float16
+    assert amp_dtype(False, cuda) is None
+    assert amp_dtype(None, cpu) is None and amp_dtype(False, cpu) is None  # a CPU only when asked
+    monkeypatch.setattr(common, "bfloat16_native", lambda device: True)
+    assert amp_dtype(True, cpu) is torch.bfloat16
+    monkeypatch.setattr(common, "bfloat16_native", lambda device: False)
+    with pytest.warns(UserWarning, match="no native bfloat16; training in float32"):
+        assert amp_dtype(True, cpu) is None
+
+
+def test_cpu_bfloat16_training_learns_like_float32_and_keeps_float32_weights(tmp_path, sphere_root, monkeypatch):
+    from medpipes.core.inference import common
+
+    monkeypatch.setattr(common, "bfloat16_native", lambda device: True)  # autocast runs on any CPU, only slower
+    sections = {"training": {"epochs": 6, "amp": True}, "optimizer": {"lr": 0.01}}
+    bf16 = run_training(config_file(tmp_path, sphere_root, "a.yaml", **sections), output_dir=tmp_path / "bf16")
+    sections["training"]["amp"] = False
+    fp32 = run_training(config_file(tmp_path, sphere_root, "b.yaml", **sections), output_dir=tmp_path / "fp32")
+    assert bf16.history[-1]["train_loss"] < bf16.history[0]["train_loss"]
+    assert bf16.history[-1]["val_dice"] == pytest.approx(fp32.history[-1]["val_dice"], abs=0.1)
+    assert [r["train_loss"] for r in bf16.history] != [r["train_loss"] for r in fp32.history]  # autocast was on
+    assert all(w.dtype == torch.float32 for w in weights(tmp_path / "bf16/checkpoints/last.safetensors").values())

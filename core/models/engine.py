@@ -16,6 +16,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,25 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: SchedulerConfig, e
 
 
 # --- batches ------------------------------------------------------------------------------------
+def amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of mixed-precision training on ``device``, or None for float32.
+
+    ``amp`` None (the default) turns it on for CUDA only. CUDA trains in float16 with loss scaling; a CPU
+    in bfloat16, and only where it runs bfloat16 natively (AVX512-BF16/AMX), about twice as fast there.
+    A CPU without native bfloat16 would be slower, so it trains in float32 with a warning.
+    """
+    if device.type == "cuda":
+        return torch.float16 if amp is None or amp else None
+    if not amp or device.type != "cpu":
+        return None
+    from medpipes.core.inference.common import bfloat16_native
+
+    if bfloat16_native(device):
+        return torch.bfloat16
+    warnings.warn("training.amp: this CPU has no native bfloat16; training in float32", stacklevel=2)
+    return None
+
+
 def pad_batch(tensors: Sequence[torch.Tensor], divisor: Sequence[int], value: float) -> torch.Tensor:
     """(C, *spatial) tensors padded at the end to one shape, a multiple of ``divisor``, and stacked."""
     dims = len(divisor)
@@ -213,7 +233,7 @@ class Model:
         output_dir = Path(output_dir)
         joined_here = not (dist.is_available() and dist.is_initialized())
         ctx, device = init_distributed(t.device)
-        amp = device.type == "cuda" if t.amp is None else (bool(t.amp) and device.type == "cuda")
+        amp = amp_dtype(t.amp, device)
         seed_everything(t.seed)
         network = self.network.to(device)
         module: nn.Module = network
@@ -223,7 +243,8 @@ class Model:
         optimizer = build_optimizer(network.parameters(), self.optimizer_config)
         mode = "max" if t.monitor == "val_dice" else "min"
         scheduler = build_scheduler(optimizer, self.scheduler_config, t.epochs, mode)
-        scaler = torch.amp.GradScaler(device.type, enabled=amp)
+        # Loss scaling guards float16 gradients against underflow; bfloat16 has float32's range and needs none.
+        scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
         history: list[dict[str, float]] = []
         best_metric, best_epoch, stale, start = -math.inf if mode == "max" else math.inf, 0, 0, 0
         if resume is not None:
@@ -344,7 +365,7 @@ class Model:
         optimizer: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler,
         device: torch.device,
-        amp: bool,
+        amp: torch.dtype | None,
         epoch: int,
         ctx: Distributed,
     ) -> float:
@@ -363,8 +384,8 @@ class Model:
             last_of_group = t.accumulate == 1 or step % t.accumulate == 0 or step == n_batches
             sync = last_of_group or not isinstance(module, nn.parallel.DistributedDataParallel)
             with module.no_sync() if not sync else contextlib.nullcontext():
-                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                    loss = self.loss(module(images), labels)
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    loss = self.loss(module(images).float(), labels)  # the loss in float32 under any autocast
                 scaler.scale(loss / t.accumulate).backward()
             pending += 1
             total += float(loss.detach())
@@ -383,7 +404,7 @@ class Model:
         return _mean_over_ranks(total, count, device, ctx)
 
     def _validate(
-        self, network: Network, val: DataCollection, device: torch.device, amp: bool, ctx: Distributed
+        self, network: Network, val: DataCollection, device: torch.device, amp: torch.dtype | None, ctx: Distributed
     ) -> tuple[float, float]:
         from medpipes.core.data.torch_bridge import image_to_tensor
         from medpipes.core.inference import infer_patches, infer_whole
@@ -393,7 +414,7 @@ class Model:
         ids = val.case_ids[ctx.rank :: ctx.world_size]
         loss_sum, dice_sum, n = 0.0, 0.0, 0
         classes = list(range(1, max(network.out_channels, 2)))
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             for case_id in ids:
                 loaded = val[case_id].load([self.input_group, self.label_group])
                 image = image_to_tensor(loaded[self.input_group])[None]
