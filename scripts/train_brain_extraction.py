@@ -3,14 +3,15 @@
     python scripts/train_brain_extraction.py            # prepare build/brain_extraction/data, then train
     python scripts/train_brain_extraction.py --prepare-only
     python scripts/train_brain_extraction.py --evaluate brain-extraction-unet [--flair]   # or a checkpoint
-    python scripts/train_brain_extraction.py --export build/brain_extraction/run/checkpoints/best.safetensors
+    python scripts/train_brain_extraction.py --export build/brain_extraction/run-refine/checkpoints/best.safetensors
 
 Prepares the training folder named by ``pipelines/brain_extraction/train.yaml`` (``data.root``): for
 NiChart Subj1-15, the T1 head with its reference brain mask (DLMUSE > 0, closed and hole-filled, by
 ``medpipes.pipelines.brain_extraction.reference``) and the FLAIR with that mask moved onto it by a rigid
 ANTs registration. Subj16-18, the Trio head and the IXI heads are held out for evaluation and never
-enter this folder. Then runs ``medpipes train`` on ``train.yaml`` and, when the pipeline folder has
-one, on ``finetune.yaml`` (which starts from the first run's best checkpoint). ``--evaluate`` runs
+enter this folder. Then runs ``medpipes train`` on ``train.yaml``, then on ``finetune.yaml`` and
+``refine.yaml`` (each starts from the previous stage's best checkpoint; the shipped weights are
+``refine.yaml``'s best, build/brain_extraction/run-refine/checkpoints/best.safetensors). ``--evaluate`` runs
 the whole pipeline with a checkpoint on the held-out Subj16-18 (``--flair``: their FLAIRs too) and
 prints Dice against their reference masks; ``--export`` copies a checkpoint's weights to
 ``pipelines/brain_extraction/weights/model.safetensors`` and prints the sha256 and size for the
@@ -30,7 +31,8 @@ from medpipes.core.image import Image, LabelMap
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "pipelines" / "brain_extraction" / "train.yaml"
-FINETUNE = REPO / "pipelines" / "brain_extraction" / "finetune.yaml"  # optional second stage
+FINETUNE = REPO / "pipelines" / "brain_extraction" / "finetune.yaml"  # second stage, from train.yaml's best
+REFINE = REPO / "pipelines" / "brain_extraction" / "refine.yaml"  # third stage, from finetune.yaml's best
 TRAINING_SUBJECTS = tuple(f"Subj{n}" for n in range(1, 16))  # Subj16-18 are held out
 HELD_OUT = frozenset({"Subj16", "Subj17", "Subj18"})
 
@@ -174,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.prepare_only:
         return 0
     medpipes = Path(sys.executable).with_name("medpipes")
-    stages = [args.config.resolve()] + ([FINETUNE] if args.config.resolve() == CONFIG and FINETUNE.is_file() else [])
+    stages = [args.config.resolve()]
+    if stages[0] == CONFIG:
+        stages += [stage for stage in (FINETUNE, REFINE) if stage.is_file()]
     for stage in stages:
         status = subprocess.call([str(medpipes), "train", str(stage)])
         if status != 0:

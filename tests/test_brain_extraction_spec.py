@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import yaml
 
 from medpipes.core.models.train_config import load_train_config
@@ -13,6 +14,7 @@ from medpipes.pipelines.brain_extraction import spec
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "pipelines" / "brain_extraction"
 HELD_OUT = {"Subj16", "Subj17", "Subj18"}
+STAGES = ("train.yaml", "finetune.yaml", "refine.yaml")  # scripts/train_brain_extraction.py runs them in order
 
 
 def _train_script():
@@ -31,7 +33,7 @@ def test_shipped_spec_loads_from_package_resources() -> None:
 
 
 def test_inference_preprocessing_equals_training_preprocessing() -> None:
-    for name in ("train.yaml", "finetune.yaml"):
+    for name in STAGES:
         train = yaml.safe_load((FOLDER / name).read_text())
         assert list(spec().preprocessing) == train["preprocessing"], name
 
@@ -41,18 +43,19 @@ def test_training_config_is_valid_and_its_model_takes_one_channel() -> None:
     assert config.model["in_channels"] == 1 and config.model["out_channels"] == 2
 
 
-def test_finetune_stage_starts_from_the_first_stage_on_the_same_data() -> None:
-    first, base = load_train_config(FOLDER / "train.yaml")
-    second, _ = load_train_config(FOLDER / "finetune.yaml")
+@pytest.mark.parametrize("previous, stage", [("train.yaml", "finetune.yaml"), ("finetune.yaml", "refine.yaml")])
+def test_each_later_stage_starts_from_the_previous_stage_on_the_same_data(previous: str, stage: str) -> None:
+    first, base = load_train_config(FOLDER / previous)
+    second, _ = load_train_config(FOLDER / stage)
     assert second.data == first.data and second.splits == first.splits and second.model == first.model
-    assert second.augmentation == first.augmentation
+    assert second.preprocessing == first.preprocessing and second.loss == first.loss
     init = second.resolve(second.training.init_weights, base)
     assert init == first.resolve(first.output_dir, base) / "checkpoints" / "best.safetensors"
     assert second.resolve(second.output_dir, base) != first.resolve(first.output_dir, base)
 
 
 def test_held_out_subjects_never_enter_training() -> None:
-    for name in ("train.yaml", "finetune.yaml"):
+    for name in STAGES:
         config, _ = load_train_config(FOLDER / name)
         cases = config.splits.train + config.splits.val
         assert cases and all(case.split("_")[0] in {f"Subj{n}" for n in range(1, 16)} for case in cases), name
@@ -60,4 +63,4 @@ def test_held_out_subjects_never_enter_training() -> None:
     script = _train_script()
     assert not HELD_OUT & set(script.TRAINING_SUBJECTS)
     assert script.data_root_from_config() == (ROOT / "build" / "brain_extraction" / "data").resolve()
-    assert script.FINETUNE == FOLDER / "finetune.yaml"
+    assert script.FINETUNE == FOLDER / "finetune.yaml" and script.REFINE == FOLDER / "refine.yaml"
