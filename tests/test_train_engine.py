@@ -234,7 +234,7 @@ def test_init_weights_starts_training_from_a_checkpoint(tmp_path, sphere_root):
 def test_init_weights_of_another_network_is_refused_in_one_line(tmp_path, sphere_root, capsys):
     run_training(config_file(tmp_path, sphere_root, "a.yaml", training={"epochs": 1}), output_dir=tmp_path / "first")
     start = tmp_path / "first" / "checkpoints" / "last.safetensors"
-    path = config_file(tmp_path, sphere_root, "b.yaml", training={"epochs": 1, "init_weights": str(start)}, model={"base_filters": 6})
+    path = config_file(tmp_path, sphere_root, "b.yaml", training={"epochs": 1, "init_weights": str(start)}, model={"depth": 3})
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err
     assert "training.init_weights" in err and "different network" in err and len(err.strip().splitlines()) == 1
@@ -270,3 +270,16 @@ def test_cpu_bfloat16_training_learns_like_float32_and_keeps_float32_weights(tmp
     assert bf16.history[-1]["val_dice"] == pytest.approx(fp32.history[-1]["val_dice"], abs=0.1)
     assert [r["train_loss"] for r in bf16.history] != [r["train_loss"] for r in fp32.history]  # autocast was on
     assert all(w.dtype == torch.float32 for w in weights(tmp_path / "bf16/checkpoints/last.safetensors").values())
+
+
+def test_init_weights_from_a_narrower_unet_widens_it_and_keeps_its_weights(tmp_path, sphere_root, capsys):
+    run_training(config_file(tmp_path, sphere_root, "a.yaml", training={"epochs": 1}), output_dir=tmp_path / "narrow")
+    start = tmp_path / "narrow" / "checkpoints" / "last.safetensors"
+    frozen = {"epochs": 1, "init_weights": str(start)}
+    path = config_file(tmp_path, sphere_root, "b.yaml", training=frozen, model={"base_filters": 6}, optimizer={"name": "sgd", "lr": 0.0})
+    assert main(["train", str(path)]) == 0
+    assert "widened last.safetensors from base_filters 4 to 6" in capsys.readouterr().out
+    narrow, wide = weights(start), weights(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    assert wide["encoder.0.units.0.0.weight"].shape[0] == 6
+    assert torch.equal(wide["encoder.0.units.0.0.weight"][:4], narrow["encoder.0.units.0.0.weight"])
+    assert torch.equal(wide["head.weight"][:, :4], narrow["head.weight"]) and not wide["head.weight"][:, 4:].any()

@@ -28,6 +28,7 @@ def run_training(
     from medpipes.core.models.model_card import write_model_card
     from medpipes.core.models.train_config import config_hash, load_train_config
     from medpipes.core.models.train_data import prepare_training_data
+    from medpipes.core.models.widen import widen_into, widening_problem
 
     config_path = Path(config_path)
     config, base = load_train_config(config_path)
@@ -40,12 +41,18 @@ def run_training(
         init_path = config.resolve(config.training.init_weights, base)
         assert init_path is not None
         start = load_checkpoint(init_path)  # refuses a missing, pickled or damaged checkpoint in one line
-        if start.network_config() != network.network_config():
+        if start.network_config() == network.network_config():
+            network.load_state_dict(start.state_dict())
+        elif widening_problem(start, network) is None:
+            widen_into(start, network)  # a narrower U-Net of the same design: its function, more capacity
+            print(f"training.init_weights: widened {init_path.name} from base_filters "
+                  f"{start.config.base_filters} to {network.config.base_filters} (same output at the start)")
+        else:
             raise InputError(
                 f"{where}: training.init_weights {init_path} holds a different network ({start.network_config()}) "
-                f"than the config's model ({network.network_config()}); start from a checkpoint of the same model"
+                f"than the config's model ({network.network_config()}); start from a checkpoint of the same model "
+                "(or of a narrower plain U-Net that differs only in base_filters)"
             )
-        network.load_state_dict(start.state_dict())
     loss_params = dict(config.loss or {"name": "dice_ce"})
     loss = build_loss(loss_params.pop("name"), **loss_params)
     if resume is None and (out / "checkpoints" / "last.safetensors").exists():

@@ -117,7 +117,7 @@ class TrainingConfig:
     amp: bool | None = None  # mixed precision: None = CUDA only (float16); true on a CPU = bfloat16 where native
     monitor: str = "val_dice"
     early_stopping_patience: int | None = None
-    init_weights: str | None = None  # a medpipes checkpoint of the same network to start from (fine-tuning)
+    init_weights: str | None = None  # a checkpoint of the same network (fine-tuning) or of a narrower plain U-Net (widened)
 
     CHOICES: ClassVar[dict[str, tuple]] = {"monitor": ("val_dice", "val_loss")}
 
