@@ -3,15 +3,16 @@
     python scripts/train_brain_extraction.py            # prepare build/brain_extraction/data, then train
     python scripts/train_brain_extraction.py --prepare-only
     python scripts/train_brain_extraction.py --evaluate brain-extraction-unet [--flair]   # or a checkpoint
-    python scripts/train_brain_extraction.py --export build/brain_extraction/run-refine/checkpoints/best.safetensors
+    python scripts/train_brain_extraction.py --export build/brain_extraction/run-widen/checkpoints/best.safetensors
 
 Prepares the training folder named by ``pipelines/brain_extraction/train.yaml`` (``data.root``): for
 NiChart Subj1-15, the T1 head with its reference brain mask (DLMUSE > 0, closed and hole-filled, by
 ``medpipes.pipelines.brain_extraction.reference``) and the FLAIR with that mask moved onto it by a rigid
 ANTs registration. Subj16-18, the Trio head and the IXI heads are held out for evaluation and never
-enter this folder. Then runs ``medpipes train`` on ``train.yaml``, then on ``finetune.yaml`` and
-``refine.yaml`` (each starts from the previous stage's best checkpoint; the shipped weights are
-``refine.yaml``'s best, build/brain_extraction/run-refine/checkpoints/best.safetensors). ``--evaluate`` runs
+enter this folder. Then runs ``medpipes train`` on ``train.yaml``, then on ``finetune.yaml``, ``refine.yaml``
+and ``widen.yaml`` (each starts from the previous stage's best checkpoint; ``widen.yaml`` widens it from 8 to
+12 base filters; the shipped weights are its best, build/brain_extraction/run-widen/checkpoints/best.safetensors).
+``--evaluate`` runs
 the whole pipeline with a checkpoint on the held-out Subj16-18 (``--flair``: their FLAIRs too) and
 prints Dice against their reference masks; ``--export`` copies a checkpoint's weights to
 ``pipelines/brain_extraction/weights/model.safetensors`` and prints the sha256 and size for the
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "pipelines" / "brain_extraction" / "train.yaml"
 FINETUNE = REPO / "pipelines" / "brain_extraction" / "finetune.yaml"  # second stage, from train.yaml's best
 REFINE = REPO / "pipelines" / "brain_extraction" / "refine.yaml"  # third stage, from finetune.yaml's best
+WIDEN = REPO / "pipelines" / "brain_extraction" / "widen.yaml"  # fourth stage: 12 base filters, from refine's best
 TRAINING_SUBJECTS = tuple(f"Subj{n}" for n in range(1, 16))  # Subj16-18 are held out
 HELD_OUT = frozenset({"Subj16", "Subj17", "Subj18"})
 
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     medpipes = Path(sys.executable).with_name("medpipes")
     stages = [args.config.resolve()]
     if stages[0] == CONFIG:
-        stages += [stage for stage in (FINETUNE, REFINE) if stage.is_file()]
+        stages += [stage for stage in (FINETUNE, REFINE, WIDEN) if stage.is_file()]
     for stage in stages:
         status = subprocess.call([str(medpipes), "train", str(stage)])
         if status != 0:

@@ -14,7 +14,7 @@ from medpipes.pipelines.brain_extraction import spec
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "pipelines" / "brain_extraction"
 HELD_OUT = {"Subj16", "Subj17", "Subj18"}
-STAGES = ("train.yaml", "finetune.yaml", "refine.yaml")  # scripts/train_brain_extraction.py runs them in order
+STAGES = ("train.yaml", "finetune.yaml", "refine.yaml", "widen.yaml")  # scripts/train_brain_extraction.py runs them in order
 
 
 def _train_script():
@@ -43,12 +43,17 @@ def test_training_config_is_valid_and_its_model_takes_one_channel() -> None:
     assert config.model["in_channels"] == 1 and config.model["out_channels"] == 2
 
 
-@pytest.mark.parametrize("previous, stage", [("train.yaml", "finetune.yaml"), ("finetune.yaml", "refine.yaml")])
+@pytest.mark.parametrize("previous, stage", list(zip(STAGES, STAGES[1:])))
 def test_each_later_stage_starts_from_the_previous_stage_on_the_same_data(previous: str, stage: str) -> None:
     first, base = load_train_config(FOLDER / previous)
     second, _ = load_train_config(FOLDER / stage)
-    assert second.data == first.data and second.splits == first.splits and second.model == first.model
+    assert second.data == first.data and second.splits == first.splits
     assert second.preprocessing == first.preprocessing and second.loss == first.loss
+    if stage == "widen.yaml":  # the same U-Net, wider: started from the previous one widened
+        assert second.model["base_filters"] > first.model["base_filters"]
+        assert {**second.model, "base_filters": first.model["base_filters"]} == first.model
+    else:
+        assert second.model == first.model
     init = second.resolve(second.training.init_weights, base)
     assert init == first.resolve(first.output_dir, base) / "checkpoints" / "best.safetensors"
     assert second.resolve(second.output_dir, base) != first.resolve(first.output_dir, base)
@@ -64,3 +69,4 @@ def test_held_out_subjects_never_enter_training() -> None:
     assert not HELD_OUT & set(script.TRAINING_SUBJECTS)
     assert script.data_root_from_config() == (ROOT / "build" / "brain_extraction" / "data").resolve()
     assert script.FINETUNE == FOLDER / "finetune.yaml" and script.REFINE == FOLDER / "refine.yaml"
+    assert script.WIDEN == FOLDER / "widen.yaml"
