@@ -8,6 +8,7 @@ process is the unit a clinic script pays for.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -15,6 +16,9 @@ import numpy as np
 from medpipes.core.errors import GeometryError
 from medpipes.core.image import Image, LabelMap
 from medpipes.core.io.atomic import atomic_path
+
+if TYPE_CHECKING:  # Pillow is imported when a picture is drawn
+    from PIL.Image import Image as Picture
 
 PANEL_HEIGHT = 360  # pixels; every panel is scaled to this height, its width following the physical aspect
 _RED = (255, 40, 40)
@@ -35,7 +39,7 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~interior
 
 
-def _panel(plane: np.ndarray, mask: np.ndarray, spacing: tuple[float, float], window: tuple[float, float]):  # noqa: ANN202
+def _panel(plane: np.ndarray, mask: np.ndarray, spacing: tuple[float, float], window: tuple[float, float]) -> Picture:
     """One slice as an RGB Pillow image: superior/anterior up, the physical aspect kept, the outline in red."""
     from PIL import Image as PILImage
 

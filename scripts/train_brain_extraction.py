@@ -41,19 +41,18 @@ HELD_OUT = frozenset({"Subj16", "Subj17", "Subj18"})
 
 def data_root_from_config(config: Path = CONFIG) -> Path:
     """The ``data.root`` folder of the training config, resolved from the config's folder."""
-    import yaml
+    from medpipes.core.models.train_config import load_train_config
 
-    root = Path(yaml.safe_load(config.read_text(encoding="utf-8"))["data"]["root"])
-    return root if root.is_absolute() else (config.parent / root).resolve()
+    loaded, base = load_train_config(config)
+    return loaded.resolve(loaded.data.root, base).resolve()
 
 
 def flair_mask(t1: Image, flair: Image, t1_mask: LabelMap) -> LabelMap:
     """The T1's reference mask moved onto the FLAIR's grid through a rigid ANTs registration (same subject)."""
-    from medpipes.core.image import Image as ImageType
     from medpipes.core.processing.registration import register
 
     flair_to_t1 = register(t1, flair, transform="rigid", random_seed=1)
-    soft = ImageType(t1_mask.array.astype(np.float32), t1_mask.affine)  # linear, then 0.5: a smooth edge
+    soft = Image(t1_mask.array.astype(np.float32), t1_mask.affine)  # linear, then 0.5: a smooth edge
     moved = flair_to_t1.inverse().apply(soft, onto=flair, interpolation="linear")
     return LabelMap((np.asarray(moved.array) >= 0.5).astype(np.uint8), flair.affine)
 
@@ -105,15 +104,13 @@ def evaluate(checkpoint: str | Path, nichart: Path, work: Path, config: Path = C
     """
     import dataclasses
 
-    import yaml
-
     from medpipes.core.io import read_image
+    from medpipes.core.models.train_config import load_train_config
     from medpipes.core.pipeline import run_pipeline
     from medpipes.pipelines.brain_extraction import spec
     from medpipes.pipelines.brain_extraction.reference import reference_brain_mask
 
-    preprocessing = tuple(yaml.safe_load(config.read_text(encoding="utf-8"))["preprocessing"])
-    plan = dataclasses.replace(spec(), preprocessing=preprocessing)
+    plan = dataclasses.replace(spec(), preprocessing=load_train_config(config)[0].preprocessing)
     scores = {}
     for subject in sorted(HELD_OUT):
         t1_path = nichart / "t1" / f"{subject}_T1.nii.gz"
