@@ -3,6 +3,7 @@
     python scripts/train_brain_extraction.py            # prepare build/brain_extraction/data, then train
     python scripts/train_brain_extraction.py --prepare-only
     python scripts/train_brain_extraction.py --evaluate brain-extraction-unet [--flair]   # or a checkpoint
+    python scripts/train_brain_extraction.py --validate brain-extraction-unet [--tta]     # choose threshold / TTA
     python scripts/train_brain_extraction.py --export build/brain_extraction/run-widen/checkpoints/best.safetensors
 
 Prepares the training folder named by ``pipelines/brain_extraction/train.yaml`` (``data.root``): for
@@ -123,13 +124,50 @@ def evaluate(checkpoint: str | Path, nichart: Path, work: Path, config: Path = C
             result = run_pipeline(plan, [path], work / case, model=checkpoint, device="cpu", threads=threads)
             mask = np.asarray(read_image(result.outputs["mask"]).array) > 0
             expected = np.asarray(truth.array) > 0
-            scores[case] = 2.0 * np.count_nonzero(mask & expected) / (np.count_nonzero(mask) + np.count_nonzero(expected))
+            scores[case] = _dice(mask, expected)
             print(f"{case}: Dice {scores[case]:.4f}")
     for kind in ("T1", "FL"):
         values = [v for k, v in scores.items() if k.endswith(kind)]
         if values:
             print(f"mean Dice {kind} {np.mean(values):.4f}")
     return scores
+
+
+def validate(checkpoint: str | Path, work: Path, config: Path = CONFIG, thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8),
+             threads: int = 2, tta: bool = False) -> dict[float, float]:
+    """Mean Dice over the config's validation cases per threshold of the brain probability (model selection only).
+
+    Runs the shipped plan (the config's preprocessing; flip TTA when ``tta``) on each validation case of
+    ``data.root`` and thresholds the probability on the case's own grid, so a threshold or TTA is chosen
+    on the validation heads, never on the held-out ones. Also prints the Dice of the plan's own mask.
+    """
+    import dataclasses
+
+    from medpipes.core.io import read_image
+    from medpipes.core.models.train_config import load_train_config
+    from medpipes.core.pipeline import run_pipeline
+    from medpipes.pipelines.brain_extraction import spec
+
+    loaded, _ = load_train_config(config)
+    inference = {k: v for k, v in spec().inference.items() if k != "tta_flip_axes"} | ({"tta_flip_axes": [0]} if tta else {})
+    plan = dataclasses.replace(spec(), preprocessing=loaded.preprocessing, inference=inference)
+    root = data_root_from_config(config)
+    rows, plan_scores = [], []
+    for case in loaded.splits.val:
+        result = run_pipeline(plan, [root / "images" / f"{case}.nii.gz"], work / case, model=checkpoint, device="cpu",
+                              threads=threads, probabilities=True)
+        probability = np.asarray(read_image(result.outputs["probability"]).array)
+        truth = np.asarray(read_image(root / "masks" / f"{case}_mask.nii.gz").array) > 0
+        rows.append([_dice(probability >= t, truth) for t in thresholds])
+        plan_scores.append(_dice(np.asarray(read_image(result.outputs["mask"]).array) > 0, truth))
+    means = dict(zip(thresholds, np.mean(rows, axis=0).tolist(), strict=True))
+    print("validation", ", ".join(loaded.splits.val), "TTA" if tta else "no TTA")
+    print("  " + "  ".join(f"{t}: {d:.4f}" for t, d in means.items()) + f"  plan's mask: {np.mean(plan_scores):.4f}")
+    return means
+
+
+def _dice(mask: np.ndarray, truth: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(mask & truth) / (np.count_nonzero(mask) + np.count_nonzero(truth))
 
 
 def export(checkpoint: Path, target: Path = REPO / "pipelines" / "brain_extraction" / "weights" / "model.safetensors") -> Path:
@@ -160,11 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--evaluate", metavar="MODEL", help="Dice on the held-out Subj16-18 with this checkpoint or manifest id (brain-extraction-unet)"
     )
+    parser.add_argument(
+        "--validate", metavar="MODEL", help="Dice per threshold on the config's validation cases (choosing a threshold or TTA)"
+    )
+    parser.add_argument("--tta", action="store_true", help="with --validate: flip TTA")
     parser.add_argument("--export", type=Path, metavar="CHECKPOINT", help="copy this checkpoint to the shipped weights")
     parser.add_argument("--work", type=Path, default=REPO / "build" / "brain_extraction" / "evaluation")
     args = parser.parse_args(argv)
     if args.evaluate is not None:
         evaluate(args.evaluate, args.nichart, args.work, config=args.config.resolve(), flair=args.flair)
+        return 0
+    if args.validate is not None:
+        validate(args.validate, args.work / "validation", config=args.config.resolve(), tta=args.tta)
         return 0
     if args.export is not None:
         export(args.export)
